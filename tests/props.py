@@ -1,0 +1,41 @@
+"""Property checks shared by the method tests (each asserts; none returns a value to be ignored)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def assert_eval_identity(module: torch.nn.Module, x: torch.Tensor) -> None:
+    """In eval mode an activation method returns its input unchanged."""
+    module.eval()
+    y = module(x)
+    assert y is x or torch.equal(y, x), "eval mode must be the identity"
+    module.train()
+
+
+def assert_compiles_fullgraph(module: torch.nn.Module, x: torch.Tensor) -> None:
+    """``forward`` traces with ``fullgraph=True`` (no .item(), NumPy or Python RNG) and keeps the shape."""
+    torch._dynamo.reset()
+    compiled = torch.compile(module, fullgraph=True, backend="eager")
+    y = compiled(x)
+    assert y.shape == x.shape
+    assert torch.isfinite(y).all()
+
+
+def assert_keeps_dtype_and_format(module: torch.nn.Module, x: torch.Tensor) -> None:
+    """bf16 in → bf16 out without NaN; channels_last in → channels_last out."""
+    module.train()
+    y = module(x.to(torch.bfloat16))
+    assert y.dtype == torch.bfloat16
+    assert torch.isfinite(y.float()).all()
+    if x.ndim == 4:
+        xc = x.contiguous(memory_format=torch.channels_last)
+        yc = module(xc)
+        assert yc.is_contiguous(memory_format=torch.channels_last), "channels_last must be preserved"
+
+
+def binomial_tolerance(n: int, p: float, sigmas: float = 5.0) -> float:
+    """Half-width of a ±``sigmas`` band for the mean of ``n`` Bernoulli(p) draws."""
+    return sigmas * math.sqrt(max(p * (1 - p), 1e-12) / n)
