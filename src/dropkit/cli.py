@@ -1,2 +1,91 @@
-def main():
-    pass
+"""The ``dropkit`` command: ``methods`` and ``bench`` here; the lab's commands come from the modules in
+``COMMAND_MODULES``, each of which exposes ``register_commands(subparsers)`` adding its sub-commands (each
+sub-command sets ``func`` to a callable taking the parsed ``args`` and returning an exit code)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import json
+import sys
+from collections.abc import Sequence
+
+# Modules that add sub-commands. A module that does not exist yet is skipped; one that exists must import.
+COMMAND_MODULES = (
+    "dropkit.lab.cli",
+    "dropkit.lab.structural_cli",
+    "dropkit.lab.experts_cli",
+)
+
+
+def _format_table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(str(h).ljust(w) for h, w in zip(header, widths)), "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)) for r in rows]
+    return "\n".join(lines)
+
+
+def _cmd_methods(args: argparse.Namespace) -> int:
+    import dropkit
+
+    cards = dropkit.methods(args.pattern, family=args.family, kind=args.kind)
+    if args.json:
+        print(json.dumps([c.as_dict() for c in cards], indent=2, ensure_ascii=False))
+        return 0
+    axes = ["element", "space", "theta", "sampling", "unit", "phase", "generality"]
+    rows = [[c.name, c.family, c.kind, *[c.taxonomy[a] for a in axes]] for c in cards]
+    print(_format_table(rows, ["name", "family", "kind", *axes]))
+    if args.verbose:
+        for c in cards:
+            defaults = ", ".join(f"{k}={v!r}" for k, v in c.defaults.items() if k != "generator")
+            print(f"\n{c.name}: {c.summary}\n  paper: {c.paper}\n  defaults: {defaults}")
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from dropkit.bench import main as bench_main
+
+    return bench_main(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dropkit", description="Dropout-family regularizers and the lab that compares them.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("methods", help="list the registered methods with their taxonomy")
+    p.add_argument("pattern", nargs="?", default=None, help="shell-style filter on the name, e.g. '*drop*'")
+    p.add_argument("--family", default=None)
+    p.add_argument("--kind", default=None)
+    p.add_argument("--json", action="store_true", help="print the cards as JSON")
+    p.add_argument("-v", "--verbose", action="store_true", help="also print each card's paper and defaults")
+    p.set_defaults(func=_cmd_methods)
+
+    from dropkit.bench import add_arguments as add_bench_arguments
+
+    p = sub.add_parser("bench", help="time every activation method against nn.Dropout2d and a 3x3 conv")
+    add_bench_arguments(p)
+    p.set_defaults(func=_cmd_bench)
+
+    for module_name in COMMAND_MODULES:
+        if importlib.util.find_spec(module_name.rsplit(".", 1)[0]) is None:
+            continue
+        if importlib.util.find_spec(module_name) is None:
+            continue
+        importlib.import_module(module_name).register_commands(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, TypeError, FileNotFoundError) as err:
+        # Bad input from the command line: say what was wrong, no traceback.
+        print(f"dropkit {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

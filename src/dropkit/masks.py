@@ -13,6 +13,7 @@ Conventions (see ``shared/design.md`` §3):
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Literal
 
@@ -24,10 +25,13 @@ __all__ = [
     "keep_mask_shape",
     "sample_keep_mask",
     "sample_uniform",
+    "sample_normal",
     "expand_blocks",
     "select_top_k",
     "keep_fraction_scale",
     "apply_keep_mask",
+    "block_seed_rate",
+    "sample_block_drop_mask",
 ]
 
 Unit = Literal["element", "channel", "sample"]
@@ -53,7 +57,18 @@ def sample_uniform(
 ) -> torch.Tensor:
     """U[0, 1) noise of ``shape`` in float32 on ``like``'s device (float32 whatever the input dtype, so that a
     small probability such as a DropBlock seed rate is not rounded away in bf16)."""
+    if generator is None:  # (passing generator=None breaks dynamo's tracing of dynamic shapes)
+        return torch.rand(tuple(shape), device=like.device, dtype=torch.float32)
     return torch.rand(tuple(shape), generator=generator, device=like.device, dtype=torch.float32)
+
+
+def sample_normal(
+    shape: Sequence[int], like: torch.Tensor, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """N(0, 1) noise of ``shape`` in float32 on ``like``'s device."""
+    if generator is None:
+        return torch.randn(tuple(shape), device=like.device, dtype=torch.float32)
+    return torch.randn(tuple(shape), generator=generator, device=like.device, dtype=torch.float32)
 
 
 @torch.no_grad()
@@ -65,7 +80,10 @@ def sample_keep_mask(
 ) -> torch.Tensor:
     """Bernoulli(``keep_prob``) keep mask of ``shape`` in ``like``'s dtype and device."""
     mask = torch.empty(tuple(shape), device=like.device, dtype=torch.float32)
-    mask.bernoulli_(keep_prob, generator=generator)
+    if generator is None:
+        mask.bernoulli_(keep_prob)
+    else:
+        mask.bernoulli_(keep_prob, generator=generator)
     return mask if like.dtype == torch.float32 else mask.to(like.dtype)
 
 
@@ -131,3 +149,112 @@ def apply_keep_mask(x: torch.Tensor, keep: torch.Tensor, scale: float | torch.Te
     if scale is not None:
         keep = keep * scale
     return x * keep
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Block masks: Bernoulli(γ) seeds over the valid region, grown into blocks.
+# ------------------------------------------------------------------------------------------------------------
+
+# Truncation of the seed count: the sparse sampler draws at most K seeds per map, K chosen so that
+# P(Binomial(V, γ) > K) < this bound; beyond it, counts are clipped (a bias far below any statistical test).
+_SEED_COUNT_TAIL = 1e-10
+# Above this many candidate seeds per map the dense sampler (one Bernoulli draw per valid position) is cheaper.
+_SPARSE_MAX_SEEDS = 32
+
+
+def _max_seed_count(n: int, prob: float, tail: float) -> int:
+    """Smallest K with P(Binomial(n, prob) > K) < ``tail`` (Python floats at trace time: n and prob come from
+    static shapes and hyper-parameters)."""
+    if prob <= 0.0:
+        return 0
+    if prob >= 1.0:
+        return n
+    log_p, log_q = math.log(prob), math.log1p(-prob)
+    total = 0.0
+    for k in range(n + 1):
+        total += math.exp(math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1) + k * log_p + (n - k) * log_q)
+        if 1.0 - total < tail:
+            return k
+    return n
+
+
+def block_seed_rate(p: float, spatial: Sequence[int], block: Sequence[int]) -> float:
+    """DropBlock's γ: p / Π b_i · Π S_i / Π (S_i − b_i + 1), clipped to 1 (Ghiasi et al. 2018, eq. 1)."""
+    area = math.prod(spatial)
+    block_area = math.prod(block)
+    valid = math.prod([s - b + 1 for s, b in zip(spatial, block)])
+    return min(1.0, p * area / (block_area * valid))
+
+
+@torch.no_grad()
+def sample_block_drop_mask(
+    like: torch.Tensor,
+    lead_shape: Sequence[int],
+    block: Sequence[int],
+    gamma: float,
+    generator: torch.Generator | None = None,
+    algorithm: str = "auto",
+) -> torch.Tensor:
+    """0/1 float mask of shape (*lead_shape, *spatial): 1 on the union of blocks whose corners are Bernoulli(γ)
+    seeds over the valid region (positions where a whole block of size ``block`` fits in the map).
+
+    ``like`` supplies the spatial size (its trailing len(block) dims), device and dtype.
+
+    Two samplers with the same distribution:
+
+    * ``"dense"``: one Bernoulli draw per valid position, then a separable box dilation (``expand_blocks``).
+    * ``"sparse"``: skip sampling. The gaps between successes of a Bernoulli(γ) sequence over the V valid
+      positions are i.i.d. Geometric(γ), so K geometric draws per map give its seeds exactly (K chosen so that
+      P(more than K seeds) < 1e-10); the union of blocks is the outer product of per-axis interval indicators,
+      summed over seeds by one batched matrix product. It draws K numbers per map instead of V, which is why
+      DropBlock costs a fraction of the convolution it regularizes.
+    * ``"auto"``: sparse when at most 32 candidate seeds per map suffice, else dense.
+    """
+    d = len(block)
+    spatial = tuple(like.shape[like.ndim - d:])
+    valid = tuple(s - b + 1 for s, b in zip(spatial, block))
+    n_valid = math.prod(valid)
+    rows = math.prod(lead_shape)
+    k = _max_seed_count(n_valid, gamma, _SEED_COUNT_TAIL)
+    if algorithm == "auto":
+        algorithm = "sparse" if k <= _SPARSE_MAX_SEEDS else "dense"
+    if k == 0:  # γ = 0: nothing to drop
+        return torch.zeros((*lead_shape, *spatial), device=like.device, dtype=like.dtype)
+    if algorithm == "dense" or gamma >= 1.0:
+        seeds = (sample_uniform((*lead_shape, *valid), like, generator) < gamma).to(like.dtype)
+        return expand_blocks(seeds, block)
+    if algorithm != "sparse":
+        raise ValueError(f"sample_block_drop_mask: algorithm must be 'auto', 'dense' or 'sparse', got {algorithm!r}")
+
+    # Skip sampling: the gaps between successes of a Bernoulli(γ) sequence are i.i.d. Geometric(γ), so the
+    # first k seed positions (in row-major order of the valid region) are cumulative sums of k geometric draws.
+    uniform = sample_uniform((rows, k), like, generator).clamp_min_(torch.finfo(torch.float32).tiny)
+    gaps = torch.floor(torch.log(uniform) / math.log1p(-gamma))
+    flat_positions = (gaps + 1.0).cumsum(dim=1) - 1.0
+    active = flat_positions < n_valid
+    flat_positions = flat_positions.clamp_max(n_valid - 1).long()
+
+    # Per-axis interval indicators hit_a[r, j, i] = 1 if seed j is active and start_a ≤ i < start_a + b_a, read
+    # from a table whose row v holds the interval [v, v + b_a) (one gather per axis instead of several full-size
+    # comparisons); inactive seeds read the table's last row, all zeros, on the last axis.
+    compute_dtype = torch.float64 if like.dtype == torch.float64 else torch.float32
+    starts = []
+    remainder = flat_positions
+    for axis in reversed(range(d)):
+        starts.append(remainder % valid[axis])
+        remainder = remainder // valid[axis]
+    starts.reverse()
+    hits = []
+    for axis in range(d):
+        index = torch.arange(spatial[axis], device=like.device)
+        row = torch.arange(valid[axis] + 1, device=like.device)[:, None]
+        table = ((index >= row) & (index < row + block[axis]) & (row < valid[axis])).to(compute_dtype)
+        start = starts[axis] if axis < d - 1 else torch.where(active, starts[axis], valid[axis])
+        hits.append(table[start])  # (rows, k, S_a)
+    # Union of boxes = (Σ_j Π_a hit_a[j, i_a]) > 0; all axes but the last are combined by outer product, the
+    # last by a batched matrix product over the seeds j.
+    outer = hits[0]
+    for h in hits[1:-1]:
+        outer = (outer[..., :, None] * h[..., None, :]).flatten(-2)
+    covered = torch.bmm(outer.transpose(1, 2), hits[-1]) if d > 1 else outer.sum(dim=1)
+    return covered.clamp_max_(1.0).to(like.dtype).reshape(*lead_shape, *spatial)

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from dropkit.base import DropkitModule
-from dropkit.masks import apply_keep_mask, sample_keep_mask
+from dropkit.masks import apply_keep_mask, sample_keep_mask, sample_normal
 from dropkit.registry import register
 from dropkit.validation import check_float_tensor, check_generator, check_probability
 
@@ -90,7 +90,7 @@ def gaussian_dropout(
     if not training or p == 0.0:
         return x
     with torch.no_grad():
-        noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=torch.float32)
+        noise = sample_normal(x.shape, x, generator)
         noise = noise.mul_(math.sqrt(p / (1.0 - p))).add_(1.0).to(x.dtype)
     return x * noise
 
