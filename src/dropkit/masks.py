@@ -31,7 +31,7 @@ __all__ = [
     "keep_fraction_scale",
     "apply_keep_mask",
     "block_seed_rate",
-    "sample_block_drop_mask",
+    "sample_block_keep_mask",
 ]
 
 Unit = Literal["element", "channel", "sample"]
@@ -187,7 +187,7 @@ def block_seed_rate(p: float, spatial: Sequence[int], block: Sequence[int]) -> f
 
 
 @torch.no_grad()
-def sample_block_drop_mask(
+def sample_block_keep_mask(
     like: torch.Tensor,
     lead_shape: Sequence[int],
     block: Sequence[int],
@@ -195,19 +195,20 @@ def sample_block_drop_mask(
     generator: torch.Generator | None = None,
     algorithm: str = "auto",
 ) -> torch.Tensor:
-    """0/1 float mask of shape (*lead_shape, *spatial): 1 on the union of blocks whose corners are Bernoulli(γ)
-    seeds over the valid region (positions where a whole block of size ``block`` fits in the map).
+    """Boolean keep mask of shape (*lead_shape, *spatial): False on the union of blocks whose corners are
+    Bernoulli(γ) seeds over the valid region (the positions where a whole block of size ``block`` fits).
 
-    ``like`` supplies the spatial size (its trailing len(block) dims), device and dtype.
+    ``like`` supplies the spatial size (its trailing len(block) dims) and the device.
 
     Two samplers with the same distribution:
 
     * ``"dense"``: one Bernoulli draw per valid position, then a separable box dilation (``expand_blocks``).
     * ``"sparse"``: skip sampling. The gaps between successes of a Bernoulli(γ) sequence over the V valid
       positions are i.i.d. Geometric(γ), so K geometric draws per map give its seeds exactly (K chosen so that
-      P(more than K seeds) < 1e-10); the union of blocks is the outer product of per-axis interval indicators,
-      summed over seeds by one batched matrix product. It draws K numbers per map instead of V, which is why
-      DropBlock costs a fraction of the convolution it regularizes.
+      P(more than K seeds) < 1e-10). Seed j's block is the product of one interval per axis; each axis's
+      intervals are packed as bit j of an int64 per coordinate, so a position is covered iff the AND of its
+      coordinates' words is non-zero: one full-size integer AND instead of a pooling pass. It draws K numbers
+      per map instead of V, which is why DropBlock costs a fraction of the convolution it regularizes.
     * ``"auto"``: sparse when at most 32 candidate seeds per map suffice, else dense.
     """
     d = len(block)
@@ -219,12 +220,15 @@ def sample_block_drop_mask(
     if algorithm == "auto":
         algorithm = "sparse" if k <= _SPARSE_MAX_SEEDS else "dense"
     if k == 0:  # γ = 0: nothing to drop
-        return torch.zeros((*lead_shape, *spatial), device=like.device, dtype=like.dtype)
+        return torch.ones((*lead_shape, *spatial), device=like.device, dtype=torch.bool)
     if algorithm == "dense" or gamma >= 1.0:
-        seeds = (sample_uniform((*lead_shape, *valid), like, generator) < gamma).to(like.dtype)
-        return expand_blocks(seeds, block)
+        seeds = (sample_uniform((*lead_shape, *valid), like, generator) < gamma).to(torch.float32)
+        return expand_blocks(seeds, block) == 0
     if algorithm != "sparse":
-        raise ValueError(f"sample_block_drop_mask: algorithm must be 'auto', 'dense' or 'sparse', got {algorithm!r}")
+        raise ValueError(f"sample_block_keep_mask: algorithm must be 'auto', 'dense' or 'sparse', got {algorithm!r}")
+    if k > 62:
+        raise ValueError(f"sample_block_keep_mask: the sparse sampler packs seeds in int64 words and allows at most "
+                         f"62 seeds per map, this map needs {k}; use algorithm='dense'")
 
     # Skip sampling: the gaps between successes of a Bernoulli(γ) sequence are i.i.d. Geometric(γ), so the
     # first k seed positions (in row-major order of the valid region) are cumulative sums of k geometric draws.
@@ -234,27 +238,25 @@ def sample_block_drop_mask(
     active = flat_positions < n_valid
     flat_positions = flat_positions.clamp_max(n_valid - 1).long()
 
-    # Per-axis interval indicators hit_a[r, j, i] = 1 if seed j is active and start_a ≤ i < start_a + b_a, read
-    # from a table whose row v holds the interval [v, v + b_a) (one gather per axis instead of several full-size
-    # comparisons); inactive seeds read the table's last row, all zeros, on the last axis.
-    compute_dtype = torch.float64 if like.dtype == torch.float64 else torch.float32
     starts = []
     remainder = flat_positions
     for axis in reversed(range(d)):
         starts.append(remainder % valid[axis])
         remainder = remainder // valid[axis]
     starts.reverse()
-    hits = []
+    bit = torch.ones(k, dtype=torch.long, device=like.device).cumsum(0).sub_(1)
+    bit = torch.bitwise_left_shift(torch.ones_like(bit), bit)[:, None]  # 2**j for seed j
+    covered = None
     for axis in range(d):
+        # Row v of the table holds the interval [v, v + b_a) of this axis; the extra last row is empty and is
+        # what inactive seeds read (on the first axis, which is enough to void their whole block).
         index = torch.arange(spatial[axis], device=like.device)
         row = torch.arange(valid[axis] + 1, device=like.device)[:, None]
-        table = ((index >= row) & (index < row + block[axis]) & (row < valid[axis])).to(compute_dtype)
-        start = starts[axis] if axis < d - 1 else torch.where(active, starts[axis], valid[axis])
-        hits.append(table[start])  # (rows, k, S_a)
-    # Union of boxes = (Σ_j Π_a hit_a[j, i_a]) > 0; all axes but the last are combined by outer product, the
-    # last by a batched matrix product over the seeds j.
-    outer = hits[0]
-    for h in hits[1:-1]:
-        outer = (outer[..., :, None] * h[..., None, :]).flatten(-2)
-    covered = torch.bmm(outer.transpose(1, 2), hits[-1]) if d > 1 else outer.sum(dim=1)
-    return covered.clamp_max_(1.0).to(like.dtype).reshape(*lead_shape, *spatial)
+        table = ((index >= row) & (index < row + block[axis]) & (row < valid[axis])).long()
+        start = torch.where(active, starts[axis], valid[axis]) if axis == 0 else starts[axis]
+        words = (table[start] * bit).sum(dim=1)  # (rows, S_a): bit j set where seed j's interval covers
+        if covered is None:
+            covered = words
+        else:
+            covered = covered[..., None] & words.reshape(rows, *([1] * axis), spatial[axis])
+    return (covered == 0).reshape(*lead_shape, *spatial)

@@ -41,6 +41,15 @@ TAXONOMY_AXES: Mapping[str, tuple[str, ...]] = MappingProxyType(
 )
 _TIME_SUFFIX = "+time"
 
+# Listing order within a family: the design's table, then the related methods as the study note cites them.
+CANONICAL_ORDER = (
+    "dropout", "gaussian_dropout", "spatial_dropout", "dropblock", "drop_path", "dropconnect",
+    "weighted_channel_dropout", "focused_dropout", "corrdrop_spatial", "corrdrop_channel", "channel_dropblock",
+    "heuristic_dropout", "ns_dropout", "clustering_dropout", "structural_dropout", "gating_dropout", "hme_dropout",
+    "biased_dropout", "crossmap_dropout", "guided_dropout", "spectral_dropout", "standout", "stochastic_pooling",
+    "maxout", "cutout",
+)
+
 
 @dataclass(frozen=True)
 class MethodCard:
@@ -189,7 +198,7 @@ def create(name: str, **params: Any) -> torch.nn.Module:
 def methods(
     pattern: str | None = None, *, family: str | None = None, kind: str | None = None
 ) -> list[MethodCard]:
-    """Registered method cards, ordered by family (as in ``FAMILIES``) then registration order.
+    """Registered method cards, ordered by family (as in ``FAMILIES``), then as in ``CANONICAL_ORDER``.
 
     Args:
         pattern: optional shell-style filter on the name, e.g. ``"*dropblock*"``.
@@ -206,5 +215,6 @@ def methods(
         and (family is None or c.family == family)
         and (kind is None or c.kind == kind)
     ]
-    order = {f: i for i, f in enumerate(FAMILIES)}
-    return sorted(cards, key=lambda c: order[c.family])  # stable: keeps registration order within a family
+    family_rank = {f: i for i, f in enumerate(FAMILIES)}
+    name_rank = {n: i for i, n in enumerate(CANONICAL_ORDER)}
+    return sorted(cards, key=lambda c: (family_rank[c.family], name_rank.get(c.name, len(name_rank)), c.name))
