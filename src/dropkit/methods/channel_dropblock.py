@@ -1,0 +1,184 @@
+"""Channel DropBlock (Ding, Dong, Tong, Ma, Xiao & Ling, "Channel DropBlock: An Improved Regularization Method
+for Fine-Grained Visual Classification", BMVC 2021, arXiv:2106.03432). Official code:
+``PRIS-CV/DropChannelBlock_Pytorch_master``.
+
+Paper Alg. 1, per image: compute a channel correlation matrix M; pick one row (a *seed* channel) uniformly at
+random; drop the ⌊γC⌋ channels most correlated with the seed (a "pattern group", the seed included); multiply by
+the nominal keep ratio's inverse 1/(1 − γ) (Alg. 1 step 4, as in the official code). Eval is the identity.
+
+Correlation metrics (``metric``):
+
+* ``"max_activation"``: smooth each channel with 3×3 average pooling (stride 1, zero padding counted; computed
+  as separable box sums, which have the same argmax), take its
+  argmax position (row = idx // W, col = idx mod W — floor division, the official code's ``loc / w`` is wrong on
+  modern PyTorch), and rank channels by the Euclidean distance of their peak to the seed's peak (closest = most
+  correlated). γ defaults to 0.2.
+* ``"bilinear"``: ``M = N(X)·N(X)ᵀ`` with X the C × HW matrix and N row-L2 normalisation (cosine similarity).
+  γ defaults to 0.05.
+
+Only the seed's row of M is ever used, so dropkit computes that row alone: O(C·HW) per image instead of
+O(C²·HW), and no C×C matrix. Ranking by −distance equals ranking by the official min–max-normalised similarity.
+
+Ties (``ties``): many channels often share one peak position, so "the top ⌊γC⌋" is ambiguous.
+``"random"`` (default) drops exactly ⌊γC⌋ channels, breaking ties uniformly at random — Alg. 1's count, and the
+count the 1/(1 − γ) normalisation assumes. ``"all"`` follows the official code: every channel at least as
+correlated as the ⌊γC⌋-th is dropped (possibly more channels); where the whole row is constant (all channels peak
+at one place, the official code's 0/0 → NaN → drop-everything case) only the seed channel is dropped.
+At least one channel (the seed) is dropped whenever γ > 0.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from dropkit.base import DropkitModule
+from dropkit.registry import register
+from dropkit.validation import check_choice, check_float_tensor, check_generator, check_ndim, check_probability
+
+__all__ = ["channel_dropblock", "ChannelDropBlock", "METRIC_DEFAULT_P"]
+
+_NAME = "channel_dropblock"
+_METRICS = ("max_activation", "bilinear")
+_TIES = ("random", "all")
+#: γ of the official code for each metric
+METRIC_DEFAULT_P = {"max_activation": 0.2, "bilinear": 0.05}
+
+
+def _resolve_p(p: float | None, metric: str, method: str) -> float:
+    if p is None:
+        return METRIC_DEFAULT_P[metric]
+    return check_probability(p, "p", method, allow_one=False)
+
+
+def _box3_sum(x: torch.Tensor) -> torch.Tensor:
+    """3×3 box sums with zero padding: 9 × ``avg_pool2d(x, 3, 1, 1)`` (padding counted), the same argmax.
+
+    Separable, as four vectorised adds over a padded copy: cheaper on the CPU than the pooling kernel's 9 reads.
+    """
+    padded = F.pad(x, (1, 1, 1, 1))
+    rows = padded[..., :-2] + padded[..., 1:-1]
+    rows += padded[..., 2:]
+    box = rows[..., :-2, :] + rows[..., 1:-1, :]
+    box += rows[..., 2:, :]
+    return box
+
+
+def _seed_similarity(xd: torch.Tensor, seed: torch.Tensor, metric: str) -> torch.Tensor:
+    """Row ``seed`` of the correlation matrix for every sample: (N, C) float32, larger = more correlated."""
+    n, c, h, w = xd.shape
+    if metric == "max_activation":
+        loc = _box3_sum(xd).flatten(2).argmax(dim=2)  # (N, C)
+        row = torch.div(loc, w, rounding_mode="floor")
+        pos = torch.stack((row, loc - row * w), dim=2).float()  # (N, C, 2)
+        seed_pos = pos.gather(1, seed.view(n, 1, 1).expand(n, 1, 2))
+        return -((pos - seed_pos) ** 2).sum(dim=2)  # −squared distance: integers, exact ties
+    feats = xd.flatten(2).float()  # (N, C, HW)
+    norms = torch.linalg.vector_norm(feats, dim=2)  # (N, C)
+    seed_feat = feats.gather(1, seed.view(n, 1, 1).expand(n, 1, h * w))  # (N, 1, HW)
+    dots = torch.bmm(feats, seed_feat.transpose(1, 2)).squeeze(2)  # (N, C)
+    seed_norm = norms.gather(1, seed.view(n, 1))
+    return dots / (norms * seed_norm).clamp_min(1e-12)
+
+
+def channel_dropblock(
+    x: torch.Tensor,
+    p: float | None = None,
+    *,
+    metric: str = "max_activation",
+    ties: str = "random",
+    training: bool = True,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Channel DropBlock.
+
+    Args:
+        x: input of shape (N, C, H, W).
+        p: γ, the fraction of channels in the dropped group, in [0, 1); None picks the official default of the
+            metric (0.2 for ``"max_activation"``, 0.05 for ``"bilinear"``).
+        metric: ``"max_activation"`` or ``"bilinear"``.
+        ties: ``"random"`` (exactly max(1, ⌊γC⌋) channels) or ``"all"`` (official code's threshold rule).
+        training: when False, ``x`` is returned unchanged.
+        generator: optional generator for the seed channel and the tie-breaking.
+
+    Returns:
+        ``x * mask / (1 − γ)`` with mask of shape (N, C, 1, 1).
+    """
+    check_float_tensor(x, _NAME)
+    check_ndim(x, _NAME, (4,), "(N, C, H, W)")
+    check_choice(metric, "metric", _NAME, _METRICS)
+    check_choice(ties, "ties", _NAME, _TIES)
+    p = _resolve_p(p, metric, _NAME)
+    generator = check_generator(generator, x, _NAME)
+    if not training or p == 0.0:
+        return x
+
+    n, c = x.shape[:2]
+    k = min(c, max(1, math.floor(p * c)))
+    with torch.no_grad():
+        seed = torch.randint(0, c, (n,), generator=generator, device=x.device)  # Alg. 1 step 2: one row per sample
+        sim = _seed_similarity(x.detach(), seed, metric)
+        seed_hot = torch.zeros((n, c), dtype=torch.bool, device=x.device).scatter(1, seed.view(n, 1), True)
+        ranked = sim.masked_fill(seed_hot, math.inf)  # the seed channel is always in its own group
+        if ties == "random":
+            # Lexicographic (similarity, random) order: shuffle, then a stable sort by similarity.
+            shuffle = torch.rand((n, c), generator=generator, device=x.device).argsort(dim=1)
+            order = ranked.gather(1, shuffle).argsort(dim=1, descending=True, stable=True)
+            top = shuffle.gather(1, order[:, :k])
+            drop = torch.zeros((n, c), dtype=torch.bool, device=x.device).scatter(1, top, True)
+        else:
+            threshold = ranked.topk(k, dim=1).values[:, -1:]
+            constant = sim.amax(dim=1, keepdim=True) == sim.amin(dim=1, keepdim=True)
+            drop = torch.where(constant, seed_hot, ranked >= threshold)
+        multiplier = ((~drop).to(torch.float32) / (1.0 - p)).to(x.dtype).view(n, c, 1, 1)  # Alg. 1 step 4
+    return x * multiplier
+
+
+@register(
+    _NAME,
+    family="guided",
+    kind="activation",
+    paper="Ding, Dong, Tong, Ma, Xiao & Ling, Channel DropBlock: An Improved Regularization Method for "
+          "Fine-Grained Visual Classification, BMVC 2021, arXiv:2106.03432",
+    summary="per sample, a random seed channel and its group of most correlated channels (peak position or "
+            "cosine similarity) are dropped together; rescaled by 1/(1-p)",
+    taxonomy={"element": "architecture", "space": "hidden", "theta": "p(θ|x)", "sampling": "adaptive",
+              "unit": "channel", "phase": "train", "generality": "generic"},
+)
+class ChannelDropBlock(DropkitModule):
+    """Module form of :func:`channel_dropblock`.
+
+    Args:
+        p: γ in [0, 1); None (default) means the official default of ``metric`` (0.2 max_activation, 0.05 bilinear).
+        metric: ``"max_activation"`` (default) or ``"bilinear"``.
+        ties: ``"random"`` (default) or ``"all"``.
+        generator: optional ``torch.Generator``.
+    """
+
+    method_name = _NAME
+    repr_fields = ("metric", "ties")
+
+    def __init__(
+        self,
+        p: float | None = None,
+        metric: str = "max_activation",
+        ties: str = "random",
+        generator: torch.Generator | None = None,
+    ) -> None:
+        check_choice(metric, "metric", self.method_name, _METRICS)
+        super().__init__(_resolve_p(p, metric, self.method_name), generator=generator)
+        self.metric = metric
+        self.ties = check_choice(ties, "ties", self.method_name, _TIES)
+
+    @DropkitModule.p.setter  # type: ignore[attr-defined]
+    def p(self, value: float) -> None:
+        # γ = 1 would divide by zero in the 1/(1 − γ) normalisation.
+        self._p = check_probability(value, "p", self.method_name, allow_one=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.active:
+            return x
+        return channel_dropblock(x, self.p, metric=self.metric, ties=self.ties, training=True,
+                                 generator=self.generator)
