@@ -7,6 +7,8 @@ STAMP := $(VENV)/.installed
 
 .PHONY: venv test bench lab clean
 
+FASHION_MNIST := /usr/share/datasets/fashion-mnist
+
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
@@ -21,6 +23,19 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/dropkit bench --csv bench/results.csv
+
+# The lab's default comparison. Fashion-MNIST comes from Debian's dataset-fashion-mnist package (never downloaded
+# at run time); as root the package is installed when missing, otherwise we say how to get the files.
+lab: $(STAMP)
+	@if [ -z "$$DROPKIT_DATA" ] && [ ! -f $(FASHION_MNIST)/train-images-idx3-ubyte.gz ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; \
+	  else \
+	    echo "Fashion-MNIST not found: install Debian's dataset-fashion-mnist (sudo apt-get install dataset-fashion-mnist)"; \
+	    echo "or set DROPKIT_DATA to a folder holding the four standard *-idx?-ubyte.gz files."; exit 1; \
+	  fi; \
+	fi
+	$(VENV)/bin/dropkit lab $(LAB_ARGS)
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info

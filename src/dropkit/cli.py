@@ -34,6 +34,15 @@ def _cmd_methods(args: argparse.Namespace) -> int:
         print(json.dumps([c.as_dict() for c in cards], indent=2, ensure_ascii=False))
         return 0
     axes = ["element", "space", "theta", "sampling", "unit", "phase", "generality"]
+    if args.markdown:
+        print("| method | family | kind | unit | θ depends on | paper | defaults |")
+        print("|---|---|---|---|---|---|---|")
+        for c in cards:
+            defaults = ", ".join(f"{k}={v!r}" for k, v in c.defaults.items()
+                                 if k not in ("generator", "process_group") and not k.startswith("_"))
+            print(f"| `{c.name}` | {c.family} | {c.kind} | {c.taxonomy['unit']} | {c.taxonomy['theta']} | "
+                  f"{c.paper} | {defaults} |")
+        return 0
     rows = [[c.name, c.family, c.kind, *[c.taxonomy[a] for a in axes]] for c in cards]
     print(_format_table(rows, ["name", "family", "kind", *axes]))
     if args.verbose:
@@ -58,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--family", default=None)
     p.add_argument("--kind", default=None)
     p.add_argument("--json", action="store_true", help="print the cards as JSON")
+    p.add_argument("--markdown", action="store_true", help="print the method table as Markdown (for the README)")
     p.add_argument("-v", "--verbose", action="store_true", help="also print each card's paper and defaults")
     p.set_defaults(func=_cmd_methods)
 
