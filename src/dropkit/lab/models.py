@@ -1,0 +1,232 @@
+"""The lab's models: a small CNN, a small CIFAR-style ResNet, an MLP and a 2-D U-Net, for any image from 8×8 up.
+
+Every model names its insertion points, grouped by kind, in ``insertion_points`` (names as in
+``model.named_modules()``; a method is attached *after* each named module with ``dropkit.attach``), and names in
+``probe_point`` the module whose output feeds the final layer (what the co-adaptation probe masks). The points
+of a group are the same for every method, so a comparison is fair:
+
+- ``"conv"``: feature maps (N, C, H, W) — the last two conv stages of the CNN and ResNet (where the DropBlock
+  paper places its layers), between the two convolutions of every U-Net stage (Heuristic Dropout's placement).
+- ``"fc"``: flat features (N, F) — before the CNN's/ResNet's classifier, after each hidden layer of the MLP.
+- ``"branch"``: the ResNet's residual branches before the addition (where drop-path acts).
+- ``"input"``: the images entering the model (input-space methods such as Cutout); for the MLP, the flattened
+  input (input dropout).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["SmallCNN", "ResNet", "MLP", "UNet", "MODELS", "build_model", "feature_shapes"]
+
+
+def _pool_or_identity(size: int) -> nn.Module:
+    # Halve maps while they stay at least 2×2 after pooling, so tiny images keep spatial structure.
+    return nn.MaxPool2d(2) if size >= 4 else nn.Identity()
+
+
+class SmallCNN(nn.Module):
+    """The pilot's configuration B: Conv3×3(C→w)–ReLU–MaxPool → Conv(w→2w)–ReLU–MaxPool → [conv point] →
+    Conv(2w→4w)–ReLU → [conv point] → Flatten → [fc point] → Linear. No BatchNorm (it regularises by itself and
+    masked the methods' effects in the pilot). ``width=32`` gives 155k parameters at 28×28."""
+
+    def __init__(self, in_channels: int, num_classes: int, image_size: Sequence[int], width: int = 32) -> None:
+        super().__init__()
+        h, w = image_size
+        pool1 = _pool_or_identity(min(h, w))
+        h1, w1 = (h // 2, w // 2) if isinstance(pool1, nn.MaxPool2d) else (h, w)
+        pool2 = _pool_or_identity(min(h1, w1))
+        h2, w2 = (h1 // 2, w1 // 2) if isinstance(pool2, nn.MaxPool2d) else (h1, w1)
+        self.features = nn.Sequential(OrderedDict([
+            ("conv1", nn.Conv2d(in_channels, width, 3, padding=1)), ("relu1", nn.ReLU()), ("pool1", pool1),
+            ("conv2", nn.Conv2d(width, 2 * width, 3, padding=1)), ("relu2", nn.ReLU()), ("pool2", pool2),
+            ("conv3", nn.Conv2d(2 * width, 4 * width, 3, padding=1)), ("relu3", nn.ReLU()),
+        ]))
+        self.input = nn.Identity()
+        self.flatten = nn.Flatten()
+        self.head = nn.Linear(4 * width * h2 * w2, num_classes)
+        self.insertion_points = {"conv": ["features.pool2", "features.relu3"], "fc": ["flatten"], "input": ["input"]}
+        self.probe_point = "features"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.flatten(self.features(self.input(x))))
+
+
+class BasicBlock(nn.Module):
+    """He et al.'s basic residual block (two 3×3 convs with BatchNorm, identity or 1×1 projection shortcut)."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.relu1 = nn.ReLU()
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.shortcut = (nn.Identity() if stride == 1 and c_in == c_out else
+                         nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out)))
+        self.relu2 = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        branch = self.bn2(self.conv2(self.relu1(self.bn1(self.conv1(x)))))
+        return self.relu2(branch + self.shortcut(x))
+
+
+class ResNet(nn.Module):
+    """A CIFAR-style ResNet (He et al. 2016, §4.2): 3×3 stem, three stages of ``blocks`` basic blocks with widths
+    w, 2w, 4w (stride 2 at stages 2 and 3 while maps are at least 4×4), global average pooling, Linear.
+    ``blocks=1`` is ResNet-8, ``blocks=3`` ResNet-20."""
+
+    def __init__(self, in_channels: int, num_classes: int, image_size: Sequence[int], width: int = 16,
+                 blocks: int = 1) -> None:
+        super().__init__()
+        self.input = nn.Identity()
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, padding=1, bias=False), nn.BatchNorm2d(width),
+                                  nn.ReLU())
+        size, c_in, layers = min(image_size), width, []
+        for stage, c_out in enumerate((width, 2 * width, 4 * width)):
+            stride = 2 if stage > 0 and size >= 4 else 1
+            size = math.ceil(size / stride)
+            layer = nn.Sequential(*[BasicBlock(c_in if i == 0 else c_out, c_out, stride if i == 0 else 1)
+                                    for i in range(blocks)])
+            layers.append(layer)
+            c_in = c_out
+        self.layer1, self.layer2, self.layer3 = layers
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten()
+        self.head = nn.Linear(4 * width, num_classes)
+        self.insertion_points = {
+            "conv": [f"layer{s}.{i}" for s in (2, 3) for i in range(blocks)],
+            "branch": [f"layer{s}.{i}.bn2" for s in (1, 2, 3) for i in range(blocks)],
+            "fc": ["flatten"],
+            "input": ["input"],
+        }
+        self.probe_point = "layer3"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.layer3(self.layer2(self.layer1(self.stem(self.input(x)))))
+        return self.head(self.flatten(self.pool(x)))
+
+
+class MLP(nn.Module):
+    """Flatten → (Linear → ReLU) × len(hidden) → Linear; points after every hidden ReLU and on the input."""
+
+    def __init__(self, in_channels: int, num_classes: int, image_size: Sequence[int],
+                 hidden: Sequence[int] = (512, 512)) -> None:
+        super().__init__()
+        self.input = nn.Identity()
+        self.flatten = nn.Flatten()
+        layers: list[tuple[str, nn.Module]] = []
+        f_in = in_channels * image_size[0] * image_size[1]
+        for i, f_out in enumerate(hidden, start=1):
+            layers += [(f"fc{i}", nn.Linear(f_in, f_out)), (f"relu{i}", nn.ReLU())]
+            f_in = f_out
+        self.body = nn.Sequential(OrderedDict(layers))
+        self.head = nn.Linear(f_in, num_classes)
+        self.insertion_points = {"fc": [f"body.relu{i}" for i in range(1, len(hidden) + 1)], "input": ["flatten"]}
+        self.probe_point = "body"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(self.flatten(self.input(x))))
+
+
+class UNetStage(nn.Module):
+    """Conv3×3–BN–ReLU → [insertion point after ``act1``] → Conv3×3–BN–ReLU."""
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.act1 = nn.ReLU()
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.act2 = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act2(self.bn2(self.conv2(self.act1(self.bn1(self.conv1(x))))))
+
+
+class UNet(nn.Module):
+    """A 2-D U-Net (Ronneberger et al. 2015) with ``levels`` down/up steps (by default as many as the image allows,
+    at most 3), widths w·2^level, max-pool down, transposed-conv up, skip concatenation, a 1×1 head. The insertion
+    points sit between the two convolutions of every encoder, bottleneck and decoder stage."""
+
+    def __init__(self, in_channels: int, num_classes: int, image_size: Sequence[int], width: int = 16,
+                 levels: int | None = None) -> None:
+        super().__init__()
+        if levels is None:
+            levels = max(1, min(3, int(math.log2(min(image_size))) - 2))
+        self.levels = levels
+        widths = [width * 2**i for i in range(levels + 1)]
+        self.enc = nn.ModuleList()
+        c_in = in_channels
+        for c in widths[:-1]:
+            self.enc.append(UNetStage(c_in, c))
+            c_in = c
+        self.pool = nn.MaxPool2d(2)
+        self.mid = UNetStage(widths[-2], widths[-1])
+        self.up = nn.ModuleList([nn.ConvTranspose2d(widths[i + 1], widths[i], 2, stride=2)
+                                 for i in reversed(range(levels))])
+        self.dec = nn.ModuleList([UNetStage(2 * widths[i], widths[i]) for i in reversed(range(levels))])
+        self.head = nn.Conv2d(widths[0], num_classes, 1)
+        self.input = nn.Identity()
+        self.insertion_points = {"conv": [f"enc.{i}.act1" for i in range(levels)] + ["mid.act1"]
+                                 + [f"dec.{i}.act1" for i in range(levels)], "input": ["input"]}
+        self.probe_point = f"dec.{levels - 1}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.input(x)
+        skips = []
+        for stage in self.enc:
+            x = stage(x)
+            skips.append(x)
+            x = self.pool(x)
+        x = self.mid(x)
+        for up, stage, skip in zip(self.up, self.dec, reversed(skips)):
+            x = up(x)
+            dh, dw = skip.shape[-2] - x.shape[-2], skip.shape[-1] - x.shape[-1]
+            if dh or dw:  # odd sizes: pad the upsampled map to its skip's size
+                x = F.pad(x, (dw // 2, dw - dw // 2, dh // 2, dh - dh // 2))
+            x = stage(torch.cat([skip, x], dim=1))
+        return self.head(x)
+
+
+MODELS = {"cnn": SmallCNN, "resnet": ResNet, "mlp": MLP, "unet": UNet}
+
+
+def build_model(name: str, in_channels: int, num_classes: int, image_size: Sequence[int], **kwargs) -> nn.Module:
+    """Build lab model ``name`` (one of ``MODELS``) for images (in_channels, *image_size) and ``num_classes``."""
+    if name not in MODELS:
+        raise ValueError(f"model must be one of {sorted(MODELS)}, got {name!r}")
+    if min(image_size) < 8:
+        raise ValueError(f"model {name}: images must be at least 8×8, got {tuple(image_size)}")
+    try:
+        return MODELS[name](in_channels, num_classes, tuple(image_size), **kwargs)
+    except TypeError as err:
+        raise ValueError(f"model {name}: bad model parameters {kwargs}: {err}") from None
+
+
+@torch.no_grad()
+def feature_shapes(model: nn.Module, names: Sequence[str], sample: torch.Tensor) -> dict[str, tuple[int, ...]]:
+    """The output shape (without the batch dimension) of each named submodule for ``sample`` (eval mode)."""
+    modules = dict(model.named_modules())
+    missing = [n for n in names if n not in modules]
+    if missing:
+        raise ValueError(f"no submodule named {missing} in {type(model).__name__}")
+    shapes: dict[str, tuple[int, ...]] = {}
+    hooks = [modules[n].register_forward_hook(
+        lambda _m, _i, out, n=n: shapes.__setitem__(n, tuple(out.shape[1:]))) for n in names]
+    was_training = model.training
+    try:
+        model.eval()
+        model(sample)
+    finally:
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
+    return shapes

@@ -1,0 +1,273 @@
+"""Sweeps: a grid over methods × seeds × datasets × train sizes × models × method parameters, run by a local
+executor (default) or on a Ray cluster, into the same store.
+
+A sweep file (TOML; YAML too when PyYAML is installed)::
+
+    tag = "fmnist-small"                 # optional label stored with every run
+
+    [grid]                               # every list is an axis of the cartesian product
+    methods = ["none", "dropout", "dropblock"]   # or "activation" / "all": every registered method of that kind
+    seeds = 5                            # an integer n means seeds 0 … n-1; or a list
+    data = ["fashion_mnist"]
+    train_sizes = [1000]
+    models = ["cnn"]
+
+    [run]                                # settings shared by every run (see RunConfig)
+    epochs = 20
+    group_params = { conv = { p = 0.2 } }
+
+    [params.dropblock]                   # a method's parameters; a list is an axis for that method only
+    p = [0.1, 0.2]
+
+Runs are ordered seed by seed, so a sweep stopped early holds complete paired sets for its first seeds. A re-run
+skips the runs the store has finished and redoes unfinished and failed ones.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import traceback
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from dropkit.lab.progress import Progress
+from dropkit.lab.store import Store
+from dropkit.lab.train import BASELINE, RunConfig, RunFailed, run
+
+__all__ = ["load_sweep", "expand_grid", "execute", "method_names", "BACKENDS"]
+
+BACKENDS = ("local", "ray")
+_TOP_KEYS = {"tag", "grid", "run", "params"}
+_GRID_KEYS = {"methods": "method", "seeds": "seed", "data": "data", "train_sizes": "train_size", "models": "model"}
+
+
+def load_sweep(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a sweep file (``.toml``; ``.yaml``/``.yml`` with PyYAML)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"sweep file {str(path)!r} does not exist")
+    suffix = path.suffix.lower()
+    if suffix == ".toml":
+        try:
+            import tomllib
+        except ModuleNotFoundError:  # Python 3.10
+            import tomli as tomllib  # type: ignore[no-redef]
+        try:
+            return tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as err:
+            raise ValueError(f"{path}: invalid TOML: {err}") from None
+    if suffix in (".yaml", ".yml"):
+        try:
+            import yaml  # type: ignore[import-untyped]
+        except ModuleNotFoundError:
+            raise ValueError(f"{path}: YAML sweeps need PyYAML (pip install pyyaml); or write the sweep as TOML") from None
+        try:
+            spec = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as err:
+            raise ValueError(f"{path}: invalid YAML: {err}") from None
+        if not isinstance(spec, dict):
+            raise ValueError(f"{path}: a sweep file must hold a mapping at the top level")
+        return spec
+    raise ValueError(f"sweep file must end in .toml, .yaml or .yml, got {path.name!r}")
+
+
+def method_names(spec: str | Sequence[str]) -> list[str]:
+    """Expand ``"activation"`` / ``"all"`` / ``"<kind>"`` into the registered names (baseline first); check lists."""
+    import dropkit
+    from dropkit.registry import KINDS
+
+    if isinstance(spec, str):
+        if spec == "all":
+            return [BASELINE] + [c.name for c in dropkit.methods()]
+        if spec in KINDS:
+            return [BASELINE] + [c.name for c in dropkit.methods(kind=spec)]
+        spec = [s.strip() for s in spec.split(",") if s.strip()]
+    if not isinstance(spec, Sequence) or not spec or not all(isinstance(m, str) for m in spec):
+        raise ValueError(f"methods must be 'all', a kind {KINDS} or a non-empty list of method names, got {spec!r}")
+    for name in spec:
+        if name != BASELINE:
+            dropkit.get_card(name)
+    return list(dict.fromkeys(spec))
+
+
+def _as_list(value: Any, name: str) -> list[Any]:
+    values = value if isinstance(value, list) else [value]
+    if not values:
+        raise ValueError(f"grid.{name} must not be empty")
+    return values
+
+
+def expand_grid(spec: Mapping[str, Any]) -> tuple[list[RunConfig], str | None]:
+    """The sweep's run configs (seed-major order) and its tag. Bad keys, names and values raise ValueError."""
+    import dropkit
+
+    if not isinstance(spec, Mapping):
+        raise TypeError(f"a sweep must be a mapping, got {type(spec).__name__}")
+    unknown = sorted(set(spec) - _TOP_KEYS)
+    if unknown:
+        raise ValueError(f"sweep: unknown top-level key(s) {unknown}; allowed: {sorted(_TOP_KEYS)}")
+    grid = spec.get("grid", {})
+    shared = dict(spec.get("run", {}))
+    params = spec.get("params", {})
+    tag = spec.get("tag")
+    if tag is not None and not isinstance(tag, str):
+        raise TypeError(f"sweep: tag must be a string, got {tag!r}")
+    for name, table in (("grid", grid), ("run", shared), ("params", params)):
+        if not isinstance(table, Mapping):
+            raise TypeError(f"sweep: [{name}] must be a table, got {table!r}")
+    unknown = sorted(set(grid) - set(_GRID_KEYS))
+    if unknown:
+        raise ValueError(f"sweep: unknown grid key(s) {unknown}; allowed: {sorted(_GRID_KEYS)}")
+    clash = sorted(set(shared) & {field for key, field in _GRID_KEYS.items() if key in grid})
+    if clash:
+        raise ValueError(f"sweep: {clash} set both in [grid] and in [run]")
+    if "methods" not in grid and "method" not in shared:
+        raise ValueError("sweep: give grid.methods (a list of method names, or 'activation' / 'all')")
+    methods = method_names(grid["methods"]) if "methods" in grid else [shared.pop("method")]
+    if "seeds" in grid:
+        count = grid["seeds"]
+        if isinstance(count, int) and not isinstance(count, bool):
+            if count < 1:
+                raise ValueError(f"sweep: grid.seeds must be a count ≥ 1 or a list of seeds, got {count}")
+            seeds = list(range(count))
+        else:
+            seeds = _as_list(count, "seeds")
+    else:
+        seeds = [shared.pop("seed", 0)]
+    axes = {field: _as_list(grid[key], key) if key in grid else [shared.pop(field)] if field in shared else [None]
+            for key, field in _GRID_KEYS.items() if field not in ("method", "seed")}
+    for name, table in params.items():
+        if name not in methods:
+            raise ValueError(f"sweep: [params.{name}] given but {name!r} is not among the methods {methods}")
+        if not isinstance(table, Mapping):
+            raise TypeError(f"sweep: [params.{name}] must be a table, got {table!r}")
+        card = dropkit.get_card(name)
+        allowed = set(card.defaults) | set(card.required)
+        bad = sorted(set(table) - allowed)
+        if bad:
+            raise ValueError(f"sweep: [params.{name}] has unknown parameter(s) {bad}; allowed: {sorted(allowed)}")
+
+    configs: list[RunConfig] = []
+    seen: set[str] = set()
+    for seed, data, train_size, model in itertools.product(seeds, axes["data"], axes["train_size"], axes["model"]):
+        for method in methods:
+            table = params.get(method, {})
+            keys = list(table)
+            for combo in itertools.product(*[v if isinstance(v, list) else [v] for v in table.values()]):
+                values = dict(shared)
+                values.update(method=method, seed=seed, params=dict(zip(keys, combo)))
+                for field, value in (("data", data), ("train_size", train_size), ("model", model)):
+                    if value is not None:
+                        values[field] = value
+                config = RunConfig.from_dict(values)
+                h = config.config_hash()
+                if h not in seen:
+                    seen.add(h)
+                    configs.append(config)
+    return configs, tag
+
+
+# ---------------------------------------------------------------------------------------------- execution
+def _describe(config: RunConfig) -> str:
+    params = ",".join(f"{k}={v}" for k, v in config.params.items())
+    return f"{config.method}{'(' + params + ')' if params else ''} seed {config.seed}"
+
+
+def _error_text(err: BaseException) -> str:
+    if isinstance(err, RunFailed):
+        return str(err)
+    tb = traceback.extract_tb(err.__traceback__)
+    where = f" (at {Path(tb[-1].filename).name}:{tb[-1].lineno})" if tb else ""
+    return f"{type(err).__name__}: {err}{where}"
+
+
+def _run_outcome(config_dict: dict[str, Any]) -> tuple[str, Any]:
+    """Run one config and catch its failure: ``("done", result)`` or ``("failed", message)``. Used by Ray."""
+    try:
+        return "done", run(RunConfig.from_dict(config_dict))
+    except Exception as err:  # a worker must report, never crash the sweep
+        return "failed", _error_text(err)
+
+
+def execute(configs: Sequence[RunConfig], store: Store, *, backend: str = "local", tag: str | None = None,
+            kind: str = "run", progress: bool = True, ray_address: str | None = None,
+            stop_on_failure: bool = False) -> dict[str, int]:
+    """Run every config the store has not finished; return counts ``{"done", "failed", "skipped"}``.
+
+    Args:
+        backend: ``"local"`` (one run after another in this process) or ``"ray"`` (``ray.init(ray_address)``: a
+            local Ray instance when no address is given; one CPU per run).
+        stop_on_failure: re-raise the first failure (``dropkit run``) instead of recording it and going on.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    bar = Progress(len(configs), sum(c.epochs for c in configs), enabled=progress)
+    pending = []
+    for config in configs:
+        if store.status(config.config_hash()) == "done":
+            bar.skip(config.epochs)
+        else:
+            pending.append(config)
+    counts = {"done": 0, "failed": 0, "skipped": len(configs) - len(pending)}
+    try:
+        if backend == "ray" and pending:
+            _execute_ray(pending, store, bar, counts, tag=tag, kind=kind, address=ray_address)
+        else:
+            for config in pending:
+                _execute_one(config, store, bar, counts, tag=tag, kind=kind, stop_on_failure=stop_on_failure)
+    finally:
+        bar.close()
+    return counts
+
+
+def _execute_one(config: RunConfig, store: Store, bar: Progress, counts: dict[str, int], *, tag: str | None,
+                 kind: str, stop_on_failure: bool) -> None:
+    h = config.config_hash()
+    store.claim(h, config.to_dict(), kind=kind, tag=tag)
+    bar.start_run(_describe(config))
+    try:
+        result = run(config, on_epoch=lambda e, row: bar.epoch(e, config.epochs, row))
+    except Exception as err:
+        message = _error_text(err)
+        store.fail(h, message)
+        counts["failed"] += 1
+        bar.end_run("failed", config.epochs, 0.0, message)
+        if stop_on_failure:
+            raise
+        return
+    store.finish(h, result)
+    counts["done"] += 1
+    m = result["metrics"]
+    bar.end_run("done", config.epochs, result["wall_s"], f"{result['primary']} {m[result['primary']]:.4f}")
+
+
+def _execute_ray(pending: Sequence[RunConfig], store: Store, bar: Progress, counts: dict[str, int], *,
+                 tag: str | None, kind: str, address: str | None) -> None:
+    try:
+        import ray
+    except ModuleNotFoundError:
+        raise ValueError("--backend ray needs Ray, which is not installed: pip install 'dropkit[ray]' "
+                         "(or pip install ray), or use --backend local") from None
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
+    remote = ray.remote(num_cpus=1)(_run_outcome)
+    refs = {}
+    for config in pending:
+        store.claim(config.config_hash(), config.to_dict(), kind=kind, tag=tag)
+        refs[remote.remote(config.to_dict())] = config
+    while refs:
+        ready, _ = ray.wait(list(refs), num_returns=1)
+        for ref in ready:
+            config = refs.pop(ref)
+            bar.start_run(_describe(config))
+            status, payload = ray.get(ref)
+            if status == "done":
+                store.finish(config.config_hash(), payload)
+                counts["done"] += 1
+                bar.end_run("done", config.epochs, payload["wall_s"])
+            else:
+                store.fail(config.config_hash(), payload)
+                counts["failed"] += 1
+                bar.end_run("failed", config.epochs, 0.0, payload)
