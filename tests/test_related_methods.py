@@ -45,7 +45,12 @@ def test_cards(name, kind):
 def test_cutout_is_input_space_and_guided_has_warmup_schedule():
     assert dropkit.get_card("cutout").taxonomy["space"] == "input"
     sched = dropkit.get_card("guided_dropout").schedule
-    assert sched["type"] == "warmup" and sched["param"] == "enabled" and sched["steps"] > 0
+    assert sched["type"] == "warmup" and 0 < sched["fraction"] < 1
+    # The lab turns the card into a WarmUp schedule that keeps the layer off for that share of the steps.
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4))
+    dropkit.attach(model, "guided_dropout", at=["0"])
+    warm = dropkit.schedule.from_card(dropkit.get_card("guided_dropout"), model, total_steps=100)
+    assert isinstance(warm, dropkit.schedule.WarmUp) and warm.n_steps == 20
 
 
 @pytest.mark.parametrize("name", ACTIVATION)

@@ -18,7 +18,9 @@ from dropkit.methods.dropblock import DropBlock, dropblock
 from dropkit.methods.dropconnect import DropConnect, dropconnect_weight
 from dropkit.methods.dropout import Dropout, GaussianDropout, dropout, gaussian_dropout
 from dropkit.methods.focused_dropout import FocusedDropout, ParticipationWeightDecay, focused_dropout
+from dropkit.methods.gating_dropout import GatingDropoutMoE, moe_aux_loss, moe_comm_stats
 from dropkit.methods.guided_dropout import GuidedDropout, guided_dropout
+from dropkit.methods.hme_dropout import HMEDropout, hme_dropout
 from dropkit.methods.heuristic_dropout import HeuristicDropout, heuristic_dropout
 from dropkit.methods.maxout import Maxout, maxout
 from dropkit.methods.ns_dropout import NSDropout, ns_dropout_mask
@@ -37,12 +39,12 @@ __version__ = "0.1.0"
 __all__ = [
     "AttachHandle", "BiasedDropout", "ChannelDropBlock", "ClusteringDropout", "CorrDropChannel", "CorrDropSpatial",
     "CrossmapDropout", "Cutout", "DropBlock", "DropConnect", "DropPath", "Dropout", "DropkitModule", "FAMILIES",
-    "FocusedDropout", "GaussianDropout", "GuidedDropout", "HeuristicDropout", "KINDS", "Maxout", "MethodCard",
+    "FocusedDropout", "GatingDropoutMoE", "GaussianDropout", "HMEDropout", "GuidedDropout", "HeuristicDropout", "KINDS", "Maxout", "MethodCard",
     "NSDropout", "ParticipationWeightDecay", "SpatialDropout", "SpectralDropout", "Standout", "StochasticPool2d",
     "StructuralDropout", "TAXONOMY_AXES", "WeightedChannelDropout", "attach", "biased_dropout",
     "channel_dropblock", "corrdrop_channel", "corrdrop_spatial", "create", "crossmap_dropout", "cutout",
     "drop_path", "dropblock", "dropconnect_weight", "dropkit_layers", "dropout", "feed_validation",
-    "focused_dropout", "gaussian_dropout", "get_card", "guided_dropout", "heuristic_dropout", "maxout",
+    "focused_dropout", "gaussian_dropout", "get_card", "guided_dropout", "heuristic_dropout", "hme_dropout", "maxout", "moe_aux_loss", "moe_comm_stats",
     "mc_dropout", "methods", "ns_dropout_mask", "register", "schedule", "slim", "spatial_dropout",
     "spectral_dropout", "standout", "step_statistics", "stochastic_pooling", "structural_dropout", "supervise",
     "wants_validation", "weighted_channel_dropout", "width_sweep",
