@@ -29,6 +29,8 @@ DEFAULT_SHAPES = ((64, 64, 16, 16), (32, 128, 8, 8))
 # name → (yardstick, max ratio). Methods without an entry are held to the activation default (10 % of conv).
 TARGETS: dict[str, tuple[str, float]] = {
     "dropout": ("nn.Dropout", 1.0),
+    # One Gaussian draw per element, like dropout's one Bernoulli draw: held to nn.Dropout, not to 10 % of a conv.
+    "gaussian_dropout": ("nn.Dropout", 1.0),
     "spatial_dropout": ("conv3x3", 0.10),
     "drop_path": ("conv3x3", 0.10),
     "dropblock": ("conv3x3", 0.15),

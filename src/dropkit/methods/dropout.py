@@ -1,9 +1,8 @@
 """Element-wise dropout (Srivastava et al., JMLR 2014) and Gaussian dropout (same paper, §10).
 
 ``dropout`` is inverted dropout: each element is kept with probability 1 − p and survivors are scaled by
-1/(1 − p), so E[y] = x and eval is the identity. Without a generator it calls PyTorch's fused kernel (the
-fastest path on every device); with one, it draws the mask with dropkit's sampler so the mask depends on that
-generator only.
+1/(1 − p), so E[y] = x and eval is the identity. The mask is drawn as U[0, 1) < 1 − p rather than with
+``bernoulli_`` (``nn.Dropout``'s kernel): on the CPU that is about twice as fast, forward and backward.
 
 ``gaussian_dropout`` multiplies every element by noise ~ N(1, p/(1 − p)): the same mean and variance as the
 inverted Bernoulli mask, without the zeros (Srivastava et al. §10, Wang & Manning 2013).
@@ -14,10 +13,9 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 
 from dropkit.base import DropkitModule
-from dropkit.masks import apply_keep_mask, sample_keep_mask, sample_normal
+from dropkit.masks import apply_keep_mask, sample_keep_bool, sample_normal
 from dropkit.registry import register
 from dropkit.validation import check_float_tensor, check_generator, check_probability
 
@@ -42,11 +40,9 @@ def dropout(
     generator = check_generator(generator, x, "dropout")
     if not training or p == 0.0:
         return x
-    if generator is None:
-        return F.dropout(x, p, training=True)
     if p == 1.0:
         return x * 0.0
-    keep = sample_keep_mask(x, 1.0 - p, x.shape, generator)
+    keep = sample_keep_bool(x, 1.0 - p, x.shape, generator)
     return apply_keep_mask(x, keep, 1.0 / (1.0 - p))
 
 
