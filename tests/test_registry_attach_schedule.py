@@ -103,6 +103,27 @@ class TestAttach:
         with pytest.raises(ValueError, match="unknown method"):
             dropkit.attach(model, "dropoot", at=["1"])
 
+    def test_deep_copy_runs_its_own_layer(self):
+        import copy
+
+        model = self.model()
+        handle = dropkit.attach(model, "dropout", at=["1"], p=0.5)
+        twin = copy.deepcopy(model)
+        calls = {"original": 0, "copy": 0}
+        handle.layers["1"].register_forward_hook(lambda *a: calls.__setitem__("original", calls["original"] + 1))
+        twin[1].dropkit_dropout.register_forward_hook(lambda *a: calls.__setitem__("copy", calls["copy"] + 1))
+        twin(torch.randn(2, 3, 6, 6))
+        assert calls == {"original": 0, "copy": 1}
+
+    def test_fx_tracer_sees_attached_layers(self):
+        model = self.model()
+        dropkit.attach(model, "dropout", at=["1"], p=0.5)
+        dropkit.attach(model, "cutout", at=["0"], where="before")
+        graph = dropkit.attach.__globals__["AttachAwareTracer"]().trace(model)
+        targets = [n.target for n in graph.nodes if n.op == "call_module"]
+        assert targets.index("0.dropkit_cutout") < targets.index("0") < targets.index("1") \
+            < targets.index("1.dropkit_dropout") < targets.index("2")
+
     def test_compiles_with_hooks(self):
         model = self.model()
         dropkit.attach(model, "dropblock", at=["1", "3"], p=0.2, block_size=3)

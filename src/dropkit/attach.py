@@ -14,15 +14,16 @@ puts the original back. Block methods are whole layers and cannot be attached.
 from __future__ import annotations
 
 import difflib
+import functools
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from torch import nn
+from torch import fx, nn
 
 from dropkit.base import DropkitModule
 from dropkit.registry import create, get_card
 
-__all__ = ["attach", "AttachHandle", "mc_dropout", "dropkit_layers"]
+__all__ = ["attach", "AttachHandle", "AttachAwareTracer", "mc_dropout", "dropkit_layers"]
 
 Target = str | Iterable[str] | Callable[[str, nn.Module], bool]
 
@@ -119,17 +120,31 @@ def attach(model: nn.Module, name: str, at: Target, *, where: str = "after", **p
     return handle
 
 
+def _run_attached_after(child: str, module: nn.Module, args: tuple, output: Any) -> Any:
+    return getattr(module, child)(output)
+
+
+def _run_attached_before(child: str, module: nn.Module, args: tuple) -> tuple:
+    return (getattr(module, child)(args[0]), *args[1:])
+
+
 def _attach_hook(target: nn.Module, target_name: str, name: str, where: str, params: dict, handle: AttachHandle) -> None:
     layer = create(name, **params)
     child = _child_name(target, name)
     target.add_module(child, layer)
+    # The hook finds the layer by name on the module it runs on (no closure over the layer), so a deep copy of
+    # the model (EMA, dropkit.slim) runs its own copy of the layer, and replacing the child replaces the method.
     if where == "after":
-        hook = target.register_forward_hook(lambda module, args, output: layer(output))
+        hook = target.register_forward_hook(functools.partial(_run_attached_after, child))
     else:
-        hook = target.register_forward_pre_hook(lambda module, args: (layer(args[0]), *args[1:]))
+        hook = target.register_forward_pre_hook(functools.partial(_run_attached_before, child))
+    # Recorded for tracers (torch.fx does not run hooks): see AttachAwareTracer.
+    attached = target.__dict__.setdefault("_dropkit_attached", {})
+    attached[child] = where
 
     def undo() -> None:
         hook.remove()
+        attached.pop(child, None)
         delattr(target, child)
 
     handle._undo.append(undo)
@@ -144,6 +159,27 @@ def _attach_wrapper(model: nn.Module, target_name: str, name: str, params: dict,
     setattr(parent, attr, wrapper)
     handle._undo.append(lambda: setattr(parent, attr, original))
     handle.layers[target_name] = wrapper
+
+
+class AttachAwareTracer(fx.Tracer):
+    """A ``torch.fx`` tracer that sees attached methods: fx skips forward hooks, so it puts each attached layer's
+    call into the graph where its hook would run (dropkit layers are leaves, kept as ``call_module`` nodes)."""
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return isinstance(m, DropkitModule) or super().is_leaf_module(m, qualname)
+
+    def call_module(self, m: nn.Module, forward: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
+        attached = m.__dict__.get("_dropkit_attached", {})
+        for child, where in attached.items():
+            if where == "before":
+                layer = getattr(m, child)
+                args = (super().call_module(layer, layer.forward, (args[0],), {}), *args[1:])
+        out = super().call_module(m, forward, args, kwargs)
+        for child, where in attached.items():
+            if where == "after":
+                layer = getattr(m, child)
+                out = super().call_module(layer, layer.forward, (out,), {})
+        return out
 
 
 class mc_dropout:  # noqa: N801 — used like a function: `dropkit.mc_dropout(model)` or `with dropkit.mc_dropout(model):`

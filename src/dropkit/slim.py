@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from dropkit.attach import AttachAwareTracer
 from dropkit.base import DropkitModule
 from dropkit.methods.structural_dropout import StructuralDropout
 from dropkit.validation import check_real
@@ -133,9 +134,8 @@ def count_parameters(model: nn.Module) -> int:
 
 
 # -- graph analysis ------------------------------------------------------------------------------------------------
-class _LeafTracer(fx.Tracer):
-    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return isinstance(m, DropkitModule) or super().is_leaf_module(m, qualname)
+class _LeafTracer(AttachAwareTracer):
+    """Dropkit layers are leaves, and layers inserted by ``dropkit.attach`` appear where their hooks run."""
 
 
 @dataclass

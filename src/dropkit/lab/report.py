@@ -253,11 +253,14 @@ def _figures(comp: dict[str, Any], out: Path, prefix: str) -> list[tuple[str, st
                        "(black: no-dropout baseline)."))
 
     # 4. co-adaptation probe
-    probed = [a for a in arms if any(r.get("probe") for r in a["runs"])]
+    def coadaptation(run: dict) -> bool:  # width probes (dropkit probe width) are plotted by their own command
+        return bool(run.get("probe")) and run["probe"].get("kind", "coadaptation") == "coadaptation"
+
+    probed = [a for a in arms if any(coadaptation(r) for r in a["runs"])]
     if probed:
         fig, (ax,) = _figure(width=7, height=4.2)
         for color, arm in zip(_colors(len(probed)), probed):
-            curves = [r["probe"] for r in arm["runs"] if r.get("probe")]
+            curves = [r["probe"] for r in arm["runs"] if coadaptation(r)]
             fr = curves[0]["fractions"]
             drop = [sum(c["drop"][i] for c in curves) / len(curves) * scale for i in range(len(fr))]
             style = {"color": "black", "linewidth": 2.2} if arm["method"] == BASELINE else {"color": color}

@@ -193,12 +193,16 @@ def _run_outcome(config_dict: dict[str, Any]) -> tuple[str, Any]:
 
 def execute(configs: Sequence[RunConfig], store: Store, *, backend: str = "local", tag: str | None = None,
             kind: str = "run", progress: bool = True, ray_address: str | None = None,
-            stop_on_failure: bool = False) -> dict[str, int]:
+            stop_on_failure: bool = False, workers: int = 1) -> dict[str, int]:
     """Run every config the store has not finished; return counts ``{"done", "failed", "skipped"}``.
 
     Args:
-        backend: ``"local"`` (one run after another in this process) or ``"ray"`` (``ray.init(ray_address)``: a
-            local Ray instance when no address is given; one CPU per run).
+        backend: ``"local"`` (in this machine's processes) or ``"ray"`` (``ray.init(ray_address)``: a local Ray
+            instance when no address is given; one CPU per run).
+        workers: with the local backend, how many runs go at once: 1 runs them one after another in this
+            process; more starts that many worker processes of one torch thread each (on 2 cores, two 1-thread
+            runs side by side finish ~1.5× sooner than one 2-thread run after another: small convolutions scale
+            poorly across threads). Results are written by this process only, one transaction per run.
         stop_on_failure: re-raise the first failure (``dropkit run``) instead of recording it and going on.
     """
     if backend not in BACKENDS:
@@ -211,9 +215,13 @@ def execute(configs: Sequence[RunConfig], store: Store, *, backend: str = "local
         else:
             pending.append(config)
     counts = {"done": 0, "failed": 0, "skipped": len(configs) - len(pending)}
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be an integer ≥ 1, got {workers!r}")
     try:
         if backend == "ray" and pending:
             _execute_ray(pending, store, bar, counts, tag=tag, kind=kind, address=ray_address)
+        elif workers > 1 and len(pending) > 1:
+            _execute_pool(pending, store, bar, counts, tag=tag, kind=kind, workers=workers)
         else:
             for config in pending:
                 _execute_one(config, store, bar, counts, tag=tag, kind=kind, stop_on_failure=stop_on_failure)
@@ -260,14 +268,43 @@ def _execute_ray(pending: Sequence[RunConfig], store: Store, bar: Progress, coun
     while refs:
         ready, _ = ray.wait(list(refs), num_returns=1)
         for ref in ready:
-            config = refs.pop(ref)
-            bar.start_run(_describe(config))
-            status, payload = ray.get(ref)
-            if status == "done":
-                store.finish(config.config_hash(), payload)
-                counts["done"] += 1
-                bar.end_run("done", config.epochs, payload["wall_s"])
-            else:
-                store.fail(config.config_hash(), payload)
-                counts["failed"] += 1
-                bar.end_run("failed", config.epochs, 0.0, payload)
+            _record_outcome(refs.pop(ref), ray.get(ref), store, bar, counts)
+
+
+def _single_thread_worker() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _execute_pool(pending: Sequence[RunConfig], store: Store, bar: Progress, counts: dict[str, int], *,
+                  tag: str | None, kind: str, workers: int) -> None:
+    import concurrent.futures
+    import multiprocessing
+
+    # spawn, not fork: a forked child would inherit this process's torch thread pool and open SQLite handle.
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context,
+                                                initializer=_single_thread_worker) as pool:
+        futures = {}
+        for config in pending:
+            store.claim(config.config_hash(), config.to_dict(), kind=kind, tag=tag)
+            futures[pool.submit(_run_outcome, config.to_dict())] = config
+        for future in concurrent.futures.as_completed(futures):
+            _record_outcome(futures[future], future.result(), store, bar, counts)
+
+
+def _record_outcome(config: RunConfig, outcome: tuple[str, Any], store: Store, bar: Progress,
+                    counts: dict[str, int]) -> None:
+    """Store a worker's ``("done", result)`` or ``("failed", message)`` and advance the progress bar."""
+    status, payload = outcome
+    bar.start_run(_describe(config))
+    if status == "done":
+        store.finish(config.config_hash(), payload)
+        counts["done"] += 1
+        primary = payload["primary"]
+        bar.end_run("done", config.epochs, payload["wall_s"], f"{primary} {payload['metrics'][primary]:.4f}")
+    else:
+        store.fail(config.config_hash(), payload)
+        counts["failed"] += 1
+        bar.end_run("failed", config.epochs, 0.0, payload)

@@ -1,0 +1,86 @@
+"""The lab's multi-process local executor and the width probe (dropkit probe width), on tiny data."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from dropkit.cli import main as cli_main
+from dropkit.lab.store import Store
+from dropkit.lab.structural_cli import width_probe
+from dropkit.lab.sweep import execute
+from dropkit.lab.train import RunConfig
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def npz(tmp_path_factory):
+    rng = np.random.default_rng(1)
+
+    def make(n):
+        y = np.arange(n) % 3
+        x = rng.normal(0, 0.3, (n, 10, 10)).astype(np.float32)
+        for k in range(3):
+            x[y == k, 1 + 3 * k: 4 + 3 * k, 1 + 3 * k: 4 + 3 * k] += 2.0
+        return x, y
+
+    x_tr, y_tr = make(120)
+    x_te, y_te = make(30)
+    path = tmp_path_factory.mktemp("data") / "tiny.npz"
+    np.savez(path, x_train=x_tr, y_train=y_tr, x_test=x_te, y_test=y_te)
+    return str(path)
+
+
+def test_two_workers_store_every_run_like_one_worker(npz, tmp_path):
+    configs = [RunConfig.from_dict(dict(data=npz, train_size=48, val_size=12, epochs=1, batch_size=16, model="mlp",
+                                        model_params={"hidden": (8,)}, method=m, seed=s))
+               for s in (0, 1) for m in ("none", "dropout")]
+    with Store(tmp_path / "pool.db") as store:
+        counts = execute(configs, store, progress=False, workers=2)
+        assert counts == {"done": 4, "failed": 0, "skipped": 0}
+        runs = store.runs()
+        assert sorted((r["config"]["method"], r["config"]["seed"]) for r in runs) == \
+            [("dropout", 0), ("dropout", 1), ("none", 0), ("none", 1)]
+        assert all(r["status"] == "done" and r["metrics"]["test_acc"] >= 0 for r in runs)
+        # a second pass finds everything done and runs nothing
+        assert execute(configs, store, progress=False, workers=2) == {"done": 0, "failed": 0, "skipped": 4}
+    with pytest.raises(ValueError, match="workers must be an integer"):
+        execute(configs, Store(tmp_path / "x.db"), progress=False, workers=0)
+
+
+def test_width_probe_curve_and_slimmed_model(npz):
+    config = RunConfig.from_dict(dict(data=npz, train_size=96, val_size=24, epochs=3, batch_size=16, model="mlp",
+                                      model_params={"hidden": (32,)}, placement="fc", method="structural_dropout",
+                                      seed=0, lr=0.05))
+    result = width_probe(config, step=8, tolerance=0.05)
+    curve = result["probe"]
+    assert curve["kind"] == "width" and curve["full_width"] == 32
+    widths = [r["width"] for r in curve["rows"]]
+    assert widths == [8, 16, 24, 32]
+    params = [r["parameters"] for r in curve["rows"]]
+    assert params == sorted(params) and params[-1] == curve["full_parameters"]  # smaller width, fewer parameters
+    assert curve["chosen_width"] <= curve["best_width"]
+    assert curve["chosen_accuracy"] >= curve["best_accuracy"] - 0.05
+    assert 0.0 <= curve["chosen_test_acc"] <= 1.0
+
+
+def test_width_probe_cli_stores_and_plots(npz, tmp_path, capsys):
+    args = ["probe", "width", "--data", npz, "--train-size", "96", "--val-size", "24", "--epochs", "2",
+            "--batch-size", "16", "--step", "16", "--db", str(tmp_path / "w.db"), "--out", str(tmp_path / "out")]
+    assert cli_main(args) == 0
+    out = capsys.readouterr().out
+    assert "chosen width" in out
+    assert (tmp_path / "out" / "width.png").stat().st_size > 1000
+    curve = json.loads((tmp_path / "out" / "width.json").read_text())
+    assert curve["rows"][-1]["width"] == curve["full_width"]
+    assert cli_main(args) == 0  # stored: the second call re-plots without training
+    assert "already in" in capsys.readouterr().err
+
+
+def test_width_probe_refuses_other_methods(npz):
+    with pytest.raises(ValueError, match="structural_dropout"):
+        width_probe(RunConfig.from_dict(dict(data=npz, method="dropout", model="mlp")))
