@@ -84,3 +84,21 @@ def test_width_probe_cli_stores_and_plots(npz, tmp_path, capsys):
 def test_width_probe_refuses_other_methods(npz):
     with pytest.raises(ValueError, match="structural_dropout"):
         width_probe(RunConfig.from_dict(dict(data=npz, method="dropout", model="mlp")))
+
+
+def test_edges_preprocessing_and_the_edge_mlp_recipe(npz):
+    from dropkit.lab.data import load_dataset
+    from dropkit.lab.train import run
+
+    data = load_dataset(npz, train_size=48, val_size=12, preprocess="edges")
+    for split in (data.x_train, data.x_val, data.x_test):
+        assert len(split.unique()) <= 2  # a binary edge map, normalised
+    plain = load_dataset(npz, train_size=48, val_size=12)
+    assert len(plain.x_train.unique()) > 100
+    common = dict(data=npz, train_size=48, val_size=12, epochs=1, batch_size=16, model="edge_mlp",
+                  preprocess="edges", model_params={"hidden": (16,)})
+    with_dropout = run(RunConfig.from_dict({**common, "method": "none"}))
+    without = run(RunConfig.from_dict({**common, "method": "none", "model_params": {"hidden": (16,), "p_in": 0.0}}))
+    assert 0 <= with_dropout["metrics"]["test_acc"] <= 1 and 0 <= without["metrics"]["test_acc"] <= 1
+    with pytest.raises(ValueError, match="preprocess must be one of"):
+        RunConfig.from_dict({**common, "preprocess": "sobel"})

@@ -44,12 +44,14 @@ def _add_training_args(p: argparse.ArgumentParser, *, single: bool) -> None:
     g = p.add_argument_group("data and model")
     g.add_argument("--data", default=None if not single else "fashion_mnist",
                    help="fashion_mnist, organs (generated segmentation set), an .npz file or a folder")
-    g.add_argument("--model", default=None if not single else "cnn", choices=["cnn", "resnet", "mlp", "unet"])
+    g.add_argument("--model", default=None if not single else "cnn", choices=["cnn", "resnet", "mlp", "edge_mlp", "unet"])
     g.add_argument("--train-size", type=int, default=None if not single else 1000,
                    help="training images (a stratified subset)")
     g.add_argument("--val-size", type=int, default=None, help="validation images carved from the training data")
     g.add_argument("--test-size", type=int, default=None, help="test images (a stratified subset; default all)")
     g.add_argument("--data-seed", type=int, default=None if not single else 0, help="fixes the subsets")
+    g.add_argument("--preprocess", choices=["edges"], default=None,
+                   help="edges: the dental-imaging recipe's edge maps (erosion, blur, Canny) before normalisation")
     t = p.add_argument_group("training")
     t.add_argument("--epochs", type=int, default=None if not single else 30)
     t.add_argument("--batch-size", type=int, default=None)
@@ -75,7 +77,7 @@ def _set_threads(args: argparse.Namespace) -> None:
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     _set_threads(args)
-    keys = ("data", "model", "train_size", "val_size", "test_size", "data_seed", "epochs", "batch_size",
+    keys = ("data", "model", "train_size", "val_size", "test_size", "data_seed", "preprocess", "epochs", "batch_size",
             "optimizer", "lr", "momentum", "weight_decay", "lr_schedule", "test_every", "device")
     return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
 

@@ -235,8 +235,30 @@ def _to_tensors(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> torch.Tenso
     return torch.from_numpy(np.ascontiguousarray(x))
 
 
+PREPROCESSING = (None, "edges")
+
+
+def _preprocess(x: np.ndarray, preprocess: str | None) -> np.ndarray:
+    """Apply a preprocessing transform to raw images (N, C, H, W) before normalisation.
+
+    ``"edges"``: the dental-imaging recipe (``dropkit.transforms.edges``: erosion, Gaussian blur, Canny) on images
+    scaled to [0, 1] (uint8 by 1/255, other data by their own min and max).
+    """
+    if preprocess is None:
+        return x
+    from dropkit.transforms import edges
+
+    if x.dtype == np.uint8:
+        unit = x.astype(np.float32) / 255.0
+    else:
+        lo, hi = float(x.min()), float(x.max())
+        unit = ((x - lo) / max(hi - lo, 1e-12)).astype(np.float32)
+    return edges(torch.from_numpy(np.ascontiguousarray(unit))).numpy()
+
+
 def _split(arrays: dict[str, np.ndarray], name: str, task: str, *, train_size: int | None, val_size: int | None,
-           test_size: int | None, data_seed: int, class_names: tuple[str, ...] = ()) -> Dataset:
+           test_size: int | None, data_seed: int, class_names: tuple[str, ...] = (),
+           preprocess: str | None = None) -> Dataset:
     x_tr, y_tr, x_te, y_te = arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"]
     strat_tr = y_tr if task == "classification" else np.zeros(len(y_tr), dtype=np.int64)
     strat_te = y_te if task == "classification" else np.zeros(len(y_te), dtype=np.int64)
@@ -256,6 +278,13 @@ def _split(arrays: dict[str, np.ndarray], name: str, task: str, *, train_size: i
         if test_size < 1:
             raise ValueError(f"{name}: test_size must be ≥ 1, got {test_size}")
         test_idx = stratified_indices(strat_te, test_size, seed=data_seed + 2)
+    if preprocess is not None:  # only the selected images: the transform is per image, the pool may be large
+        x_tr = x_tr.copy() if x_tr.dtype != np.uint8 else x_tr.astype(np.float32)
+        x_te = x_te.copy() if x_te.dtype != np.uint8 else x_te.astype(np.float32)
+        raw_tr, raw_te = arrays["x_train"], arrays["x_test"]
+        picked = np.concatenate([train_idx, val_idx])
+        x_tr[picked] = _preprocess(raw_tr[picked], preprocess)
+        x_te[test_idx] = _preprocess(raw_te[test_idx], preprocess)
     xt = x_tr[train_idx].astype(np.float64)
     mean = xt.mean(axis=(0, 2, 3), keepdims=True)[0].astype(np.float32)
     std = np.maximum(xt.std(axis=(0, 2, 3), keepdims=True)[0], 1e-6).astype(np.float32)
@@ -365,7 +394,8 @@ def load_segmentation_folder(path: str | os.PathLike, *, test_fraction: float = 
 
 # --------------------------------------------------------------------------------------------- dispatcher
 def load_dataset(name_or_path: str, *, train_size: int | None = None, val_size: int | None = None,
-                 test_size: int | None = None, data_seed: int = 0, image_size: int = 64) -> Dataset:
+                 test_size: int | None = None, data_seed: int = 0, image_size: int = 64,
+                 preprocess: str | None = None) -> Dataset:
     """Load ``"fashion_mnist"``, ``"organs"`` (generated segmentation set), an ``.npz`` file, a folder of IDX files
     or a segmentation folder (``images/`` + ``masks/``) and split it.
 
@@ -376,11 +406,15 @@ def load_dataset(name_or_path: str, *, train_size: int | None = None, val_size: 
         test_size: a stratified subset of the test images; None = all.
         data_seed: fixes the subsets (the same for every run of a comparison).
         image_size: side of the generated ``organs`` images.
+        preprocess: None or ``"edges"`` (the dental-imaging recipe's edge maps, applied before normalisation).
     """
     if not isinstance(name_or_path, str) or not name_or_path:
         raise TypeError(f"data must be a dataset name {DATASET_NAMES} or a path, got {name_or_path!r}")
     key = name_or_path.lower().replace("-", "_")
-    common = dict(train_size=train_size, val_size=val_size, test_size=test_size, data_seed=data_seed)
+    if preprocess not in PREPROCESSING:
+        raise ValueError(f"preprocess must be one of {PREPROCESSING}, got {preprocess!r}")
+    common = dict(train_size=train_size, val_size=val_size, test_size=test_size, data_seed=data_seed,
+                  preprocess=preprocess)
     if key == "fashion_mnist":
         return _split(load_fashion_mnist(), "fashion_mnist", "classification",
                       class_names=FASHION_MNIST_CLASSES, **common)

@@ -196,7 +196,16 @@ class UNet(nn.Module):
         return self.head(x)
 
 
-MODELS = {"cnn": SmallCNN, "resnet": ResNet, "mlp": MLP, "unet": UNet}
+def _edge_mlp(*args, **kwargs) -> nn.Module:
+    # Imported on use: edge_mlp imports the method modules, which need not load with the lab's models.
+    from dropkit.lab.edge_mlp import EdgeMLP
+
+    return EdgeMLP(*args, **kwargs)
+
+
+# "edge_mlp": the dental-imaging recipe's MLP, with dropout 0.3 between the input and the first hidden layer built
+# in (model_params {"p_in": 0} gives the same MLP without it); pair it with --preprocess edges.
+MODELS = {"cnn": SmallCNN, "resnet": ResNet, "mlp": MLP, "edge_mlp": _edge_mlp, "unet": UNet}
 
 
 def build_model(name: str, in_channels: int, num_classes: int, image_size: Sequence[int], **kwargs) -> nn.Module:

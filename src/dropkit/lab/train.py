@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dropkit.lab.data import Dataset, load_dataset
+from dropkit.lab.data import PREPROCESSING, Dataset, load_dataset
 from dropkit.lab.models import MODELS, build_model, feature_shapes
 from dropkit.lab.placement import adapt_params, placement_group, resolve_points
 
@@ -72,6 +72,7 @@ class RunConfig:
             ``{"conv": {"p": 0.2}}`` (the pilot's rate at the conv stages).
         data: ``"fashion_mnist"``, ``"organs"``, an ``.npz`` path or a folder.
         train_size, val_size, test_size, data_seed: the splits (see ``dropkit.lab.data.load_dataset``).
+        preprocess: None or ``"edges"`` (the dental-imaging recipe's edge maps, before normalisation).
         model, model_params: one of ``cnn``, ``resnet``, ``mlp``, ``unet`` and its keyword arguments.
         seed: initial weights, batch order and masks.
         epochs, batch_size, optimizer, lr, momentum, weight_decay, lr_schedule: training (SGD is Nesterov; the
@@ -90,6 +91,7 @@ class RunConfig:
     val_size: int | None = None
     test_size: int | None = None
     data_seed: int = 0
+    preprocess: str | None = None
     model: str = "cnn"
     model_params: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
@@ -162,6 +164,8 @@ class RunConfig:
             raise TypeError(f"placement must be a group name, a list of submodule names or None, got {self.placement!r}")
         if not isinstance(self.data, str) or not self.data:
             raise TypeError(f"data must be a dataset name or a path, got {self.data!r}")
+        if self.preprocess not in PREPROCESSING:
+            raise ValueError(f"preprocess must be one of {PREPROCESSING}, got {self.preprocess!r}")
         if self.model not in MODELS:
             raise ValueError(f"model must be one of {sorted(MODELS)}, got {self.model!r}")
         need_int("train_size", 1, optional=True)
@@ -259,12 +263,13 @@ _DATA_CACHE: dict[tuple, Dataset] = {}
 
 def get_dataset(config: RunConfig) -> Dataset:
     """The run's splits, cached per process (a sweep loads Fashion-MNIST once)."""
-    key = (config.data, config.train_size, config.val_size, config.test_size, config.data_seed)
+    key = (config.data, config.train_size, config.val_size, config.test_size, config.data_seed, config.preprocess)
     if key not in _DATA_CACHE:
         if len(_DATA_CACHE) >= 4:
             _DATA_CACHE.pop(next(iter(_DATA_CACHE)))
         _DATA_CACHE[key] = load_dataset(config.data, train_size=config.train_size, val_size=config.val_size,
-                                        test_size=config.test_size, data_seed=config.data_seed)
+                                        test_size=config.test_size, data_seed=config.data_seed,
+                                        preprocess=config.preprocess)
     return _DATA_CACHE[key]
 
 
