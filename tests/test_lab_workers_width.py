@@ -102,3 +102,27 @@ def test_edges_preprocessing_and_the_edge_mlp_recipe(npz):
     assert 0 <= with_dropout["metrics"]["test_acc"] <= 1 and 0 <= without["metrics"]["test_acc"] <= 1
     with pytest.raises(ValueError, match="preprocess must be one of"):
         RunConfig.from_dict({**common, "preprocess": "sobel"})
+
+
+@pytest.mark.parametrize("model,variant,kind", [("cnn", "maxout", "Maxout"), ("cnn", "stochastic_pooling", "StochasticPool2d"),
+                                                ("mlp", "maxout", "Maxout"), ("mlp", "standout", "Standout")])
+def test_block_variants_are_built_in_and_compared_as_arms(npz, tmp_path, model, variant, kind):
+    from dropkit.lab.models import build_model
+    from dropkit.lab.report import summarize
+
+    net = build_model(model, 1, 3, (10, 10), variant=variant, **({"width": 4} if model == "cnn" else {"hidden": (8,)}))
+    assert any(type(m).__name__ == kind for m in net.modules())
+    common = dict(data=npz, train_size=48, val_size=12, epochs=1, batch_size=16, model=model, method="none",
+                  model_params={"width": 4} if model == "cnn" else {"hidden": (8,)})
+    configs = [RunConfig.from_dict({**common, "variant": v, "seed": s}) for s in (0, 1) for v in (None, variant)]
+    with Store(tmp_path / "blocks.db") as store:
+        execute(configs, store, progress=False)
+        (comp,) = summarize(store.runs())
+    assert comp["baseline"]["label"] == "none" and comp["baseline"]["variant"] is None
+    (other,) = [a for a in comp["arms"] if a is not comp["baseline"]]
+    assert other["label"] == variant and other["test"].n == 2 and other["card"].name == variant
+
+
+def test_bad_variant_refused(npz):
+    with pytest.raises(ValueError, match="variant for model 'cnn' must be one of"):
+        RunConfig.from_dict(dict(data=npz, model="cnn", variant="standout"))

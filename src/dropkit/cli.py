@@ -37,11 +37,14 @@ def _cmd_methods(args: argparse.Namespace) -> int:
     if args.markdown:
         print("| method | family | kind | unit | θ depends on | paper | defaults |")
         print("|---|---|---|---|---|---|---|")
+        def cell(text: str) -> str:  # a "|" inside a cell (p(θ|x)) would end it
+            return str(text).replace("|", "\\|")
+
         for c in cards:
             defaults = ", ".join(f"{k}={v!r}" for k, v in c.defaults.items()
                                  if k not in ("generator", "process_group") and not k.startswith("_"))
-            print(f"| `{c.name}` | {c.family} | {c.kind} | {c.taxonomy['unit']} | {c.taxonomy['theta']} | "
-                  f"{c.paper} | {defaults} |")
+            print(f"| `{c.name}` | {c.family} | {c.kind} | {c.taxonomy['unit']} | {cell(c.taxonomy['theta'])} | "
+                  f"{cell(c.paper)} | {cell(defaults)} |")
         return 0
     rows = [[c.name, c.family, c.kind, *[c.taxonomy[a] for a in axes]] for c in cards]
     print(_format_table(rows, ["name", "family", "kind", *axes]))

@@ -50,6 +50,9 @@ def _add_training_args(p: argparse.ArgumentParser, *, single: bool) -> None:
     g.add_argument("--val-size", type=int, default=None, help="validation images carved from the training data")
     g.add_argument("--test-size", type=int, default=None, help="test images (a stratified subset; default all)")
     g.add_argument("--data-seed", type=int, default=None if not single else 0, help="fixes the subsets")
+    g.add_argument("--variant", default=None, choices=["maxout", "stochastic_pooling", "standout"],
+                   help="a block regularizer built into the model (cnn: maxout, stochastic_pooling; mlp: maxout, "
+                        "standout)")
     g.add_argument("--preprocess", choices=["edges"], default=None,
                    help="edges: the dental-imaging recipe's edge maps (erosion, blur, Canny) before normalisation")
     t = p.add_argument_group("training")
@@ -77,7 +80,7 @@ def _set_threads(args: argparse.Namespace) -> None:
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     _set_threads(args)
-    keys = ("data", "model", "train_size", "val_size", "test_size", "data_seed", "preprocess", "epochs", "batch_size",
+    keys = ("data", "model", "variant", "train_size", "val_size", "test_size", "data_seed", "preprocess", "epochs", "batch_size",
             "optimizer", "lr", "momentum", "weight_decay", "lr_schedule", "test_every", "device")
     return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
 
@@ -178,10 +181,11 @@ def _cmd_lab(args: argparse.Namespace) -> int:
     out = args.out or str(Path("lab-results") / tail)
     configs = lab_configs(args.suite, quick=args.quick, methods=_csv_methods(args.methods), seeds=args.seeds,
                           overrides=_overrides(args), probe=not args.no_probe)
-    n_methods = len({c.method for c in configs})
-    print(f"dropkit lab ({args.suite}{', quick' if args.quick else ''}): {n_methods} arms × "
+    n_arms = len({(c.model, c.variant, c.method) for c in configs})
+    models = "/".join(sorted({c.model for c in configs}))
+    print(f"dropkit lab ({args.suite}{', quick' if args.quick else ''}): {n_arms} arms × "
           f"{len({c.seed for c in configs})} seeds = {len(configs)} runs of {configs[0].epochs} epochs "
-          f"on {configs[0].data} / {configs[0].model}; store {db}", file=sys.stderr)
+          f"on {configs[0].data} / {models}; store {db}", file=sys.stderr)
     result = run_lab(configs, db=db, out=out, backend=args.backend, ray_address=args.address,
                      progress=not args.quiet, workers=args.workers)
     for table in result["tables"]:
@@ -258,7 +262,9 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
 
     p = subparsers.add_parser("lab", help="the default comparison: every activation method vs no dropout, "
                                           "several seeds, then the report")
-    p.add_argument("--suite", choices=["classification", "segmentation"], default="classification")
+    p.add_argument("--suite", choices=["classification", "segmentation", "blocks"], default="classification",
+                   help="classification (default), segmentation (U-Net, Dice), blocks (maxout, stochastic pooling, "
+                        "Standout as model variants)")
     p.add_argument("--methods", default=None, help="comma-separated names, or 'activation' (default) / 'all'")
     p.add_argument("--seeds", type=int, default=None, help="number of seeds (default 3; 2 with --quick)")
     p.add_argument("--quick", action="store_true", help="a seconds-long smoke run of the whole pipeline")

@@ -31,22 +31,55 @@ def _pool_or_identity(size: int) -> nn.Module:
     return nn.MaxPool2d(2) if size >= 4 else nn.Identity()
 
 
+# Block regularizers the lab compares as model variants (they replace layers; they are not inserted after one):
+# "maxout" replaces each conv/linear + ReLU by a 2-piece maxout layer (Goodfellow et al. 2013; it has 2× the
+# weights of the layer it replaces), "stochastic_pooling" each 2×2 max-pool by stochastic pooling (Zeiler & Fergus
+# 2013; after a ReLU, so inputs are non-negative), "standout" each hidden linear + ReLU of the MLP by a Standout
+# layer (Ba & Frey 2013). The insertion points keep their names (a replaced ReLU becomes an identity).
+CNN_VARIANTS = (None, "maxout", "stochastic_pooling")
+MLP_VARIANTS = (None, "maxout", "standout")
+
+
+def _variant_conv(c_in: int, c_out: int, variant: str | None) -> nn.Module:
+    if variant == "maxout":
+        from dropkit.methods.maxout import Maxout
+
+        return Maxout(c_in, c_out, pieces=2, kernel_size=3, padding=1)
+    return nn.Conv2d(c_in, c_out, 3, padding=1)
+
+
+def _variant_act(variant: str | None) -> nn.Module:
+    return nn.Identity() if variant == "maxout" else nn.ReLU()
+
+
+def _variant_pool(pool: nn.Module, variant: str | None) -> nn.Module:
+    if variant == "stochastic_pooling" and isinstance(pool, nn.MaxPool2d):
+        from dropkit.methods.stochastic_pooling import StochasticPool2d
+
+        return StochasticPool2d(2)
+    return pool
+
+
 class SmallCNN(nn.Module):
     """The pilot's configuration B: Conv3×3(C→w)–ReLU–MaxPool → Conv(w→2w)–ReLU–MaxPool → [conv point] →
     Conv(2w→4w)–ReLU → [conv point] → Flatten → [fc point] → Linear. No BatchNorm (it regularises by itself and
     masked the methods' effects in the pilot). ``width=32`` gives 155k parameters at 28×28."""
 
-    def __init__(self, in_channels: int, num_classes: int, image_size: Sequence[int], width: int = 32) -> None:
+    def __init__(self, in_channels: int, num_classes: int, image_size: Sequence[int], width: int = 32,
+                 variant: str | None = None) -> None:
         super().__init__()
+        if variant not in CNN_VARIANTS:
+            raise ValueError(f"cnn: variant must be one of {CNN_VARIANTS}, got {variant!r}")
         h, w = image_size
         pool1 = _pool_or_identity(min(h, w))
         h1, w1 = (h // 2, w // 2) if isinstance(pool1, nn.MaxPool2d) else (h, w)
         pool2 = _pool_or_identity(min(h1, w1))
         h2, w2 = (h1 // 2, w1 // 2) if isinstance(pool2, nn.MaxPool2d) else (h1, w1)
+        pool1, pool2 = (_variant_pool(p, variant) for p in (pool1, pool2))
         self.features = nn.Sequential(OrderedDict([
-            ("conv1", nn.Conv2d(in_channels, width, 3, padding=1)), ("relu1", nn.ReLU()), ("pool1", pool1),
-            ("conv2", nn.Conv2d(width, 2 * width, 3, padding=1)), ("relu2", nn.ReLU()), ("pool2", pool2),
-            ("conv3", nn.Conv2d(2 * width, 4 * width, 3, padding=1)), ("relu3", nn.ReLU()),
+            ("conv1", _variant_conv(in_channels, width, variant)), ("relu1", _variant_act(variant)), ("pool1", pool1),
+            ("conv2", _variant_conv(width, 2 * width, variant)), ("relu2", _variant_act(variant)), ("pool2", pool2),
+            ("conv3", _variant_conv(2 * width, 4 * width, variant)), ("relu3", _variant_act(variant)),
         ]))
         self.input = nn.Identity()
         self.flatten = nn.Flatten()
@@ -117,14 +150,26 @@ class MLP(nn.Module):
     """Flatten → (Linear → ReLU) × len(hidden) → Linear; points after every hidden ReLU and on the input."""
 
     def __init__(self, in_channels: int, num_classes: int, image_size: Sequence[int],
-                 hidden: Sequence[int] = (512, 512)) -> None:
+                 hidden: Sequence[int] = (512, 512), variant: str | None = None) -> None:
         super().__init__()
+        if variant not in MLP_VARIANTS:
+            raise ValueError(f"mlp: variant must be one of {MLP_VARIANTS}, got {variant!r}")
         self.input = nn.Identity()
         self.flatten = nn.Flatten()
         layers: list[tuple[str, nn.Module]] = []
         f_in = in_channels * image_size[0] * image_size[1]
         for i, f_out in enumerate(hidden, start=1):
-            layers += [(f"fc{i}", nn.Linear(f_in, f_out)), (f"relu{i}", nn.ReLU())]
+            if variant == "maxout":
+                from dropkit.methods.maxout import Maxout
+
+                fc: nn.Module = Maxout(f_in, f_out, pieces=2)
+            elif variant == "standout":
+                from dropkit.methods.standout import Standout
+
+                fc = Standout(f_in, f_out)  # applies its own ReLU and keep-probability mask
+            else:
+                fc = nn.Linear(f_in, f_out)
+            layers += [(f"fc{i}", fc), (f"relu{i}", nn.ReLU() if variant is None else nn.Identity())]
             f_in = f_out
         self.body = nn.Sequential(OrderedDict(layers))
         self.head = nn.Linear(f_in, num_classes)
@@ -208,10 +253,19 @@ def _edge_mlp(*args, **kwargs) -> nn.Module:
 MODELS = {"cnn": SmallCNN, "resnet": ResNet, "mlp": MLP, "edge_mlp": _edge_mlp, "unet": UNet}
 
 
-def build_model(name: str, in_channels: int, num_classes: int, image_size: Sequence[int], **kwargs) -> nn.Module:
-    """Build lab model ``name`` (one of ``MODELS``) for images (in_channels, *image_size) and ``num_classes``."""
+VARIANTS = {"cnn": CNN_VARIANTS, "mlp": MLP_VARIANTS}
+
+
+def build_model(name: str, in_channels: int, num_classes: int, image_size: Sequence[int],
+                variant: str | None = None, **kwargs) -> nn.Module:
+    """Build lab model ``name`` (one of ``MODELS``) for images (in_channels, *image_size) and ``num_classes``;
+    ``variant`` swaps in a block regularizer (``VARIANTS``)."""
     if name not in MODELS:
         raise ValueError(f"model must be one of {sorted(MODELS)}, got {name!r}")
+    if variant not in VARIANTS.get(name, (None,)):
+        raise ValueError(f"model {name}: variant must be one of {VARIANTS.get(name, (None,))}, got {variant!r}")
+    if variant is not None:
+        kwargs["variant"] = variant
     if min(image_size) < 8:
         raise ValueError(f"model {name}: images must be at least 8×8, got {tuple(image_size)}")
     try:

@@ -25,18 +25,25 @@ from dropkit.lab.train import BASELINE
 
 __all__ = ["summarize", "write_report", "summary_table"]
 
-_ARM_FIELDS = ("method", "params", "placement", "group_params", "seed", "probe")
+_ARM_FIELDS = ("method", "variant", "params", "placement", "group_params", "seed", "probe")
 _AXES = ("element", "space", "theta", "sampling", "unit", "phase", "generality")
 
 
 def _arm_label(config: dict[str, Any]) -> str:
-    label = config["method"]
+    variant = config.get("variant")
+    label = config["method"] if not variant else (variant if config["method"] == BASELINE
+                                                  else f"{variant} + {config['method']}")
     if config["params"]:
         label += " " + ",".join(f"{k}={v}" for k, v in sorted(config["params"].items()))
     if config.get("placement") is not None:
         at = config["placement"]
         label += f" @{at if isinstance(at, str) else '+'.join(at)}"
     return label
+
+
+def _is_baseline(arm: dict[str, Any]) -> bool:
+    """The no-regularizer arm: no method and no block variant."""
+    return arm["method"] == BASELINE and not arm.get("variant")
 
 
 def _comparison_key(config: dict[str, Any]) -> str:
@@ -59,7 +66,8 @@ def summarize(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         arms: dict[str, dict[str, Any]] = {}
         for r in members:
             label = _arm_label(r["config"])
-            arm = arms.setdefault(label, {"label": label, "method": r["config"]["method"], "runs": [],
+            arm = arms.setdefault(label, {"label": label, "method": r["config"]["method"],
+                                          "variant": r["config"].get("variant"), "runs": [],
                                           "failed": [], "unfinished": 0})
             if r["status"] == "done":
                 arm["runs"].append(r)
@@ -67,7 +75,7 @@ def summarize(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                 arm["failed"].append(r)
             else:
                 arm["unfinished"] += 1
-        base_arm = next((a for a in arms.values() if a["method"] == BASELINE), None)
+        base_arm = next((a for a in arms.values() if _is_baseline(a)), None)
         base = {r["config"]["seed"]: r["metrics"][primary] for r in base_arm["runs"]} if base_arm else {}
         for arm in arms.values():
             vals = {r["config"]["seed"]: r["metrics"][primary] for r in arm["runs"]}
@@ -82,12 +90,13 @@ def summarize(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             arm["wall"] = mean_std([r["wall_s"] for r in arm["runs"] if r["wall_s"] is not None])
             arm["placement"] = arm["runs"][0]["placement"] if arm["runs"] else None
             arm["card"] = None
-            if arm["method"] != BASELINE:
+            shown = arm["method"] if arm["method"] != BASELINE else arm["variant"]  # the regularizer the arm adds
+            if shown:
                 try:
-                    arm["card"] = dropkit.get_card(arm["method"])
+                    arm["card"] = dropkit.get_card(shown)
                 except ValueError:
                     pass
-        ordered = sorted(arms.values(), key=lambda a: (a["method"] != BASELINE, -(a["mean"] if a["runs"] else -1)))
+        ordered = sorted(arms.values(), key=lambda a: (a is not base_arm, -(a["mean"] if a["runs"] else -1)))
         n_test = next((r["metrics"].get("n_test") for r in done), None)
         env = next((r["environment"] for r in done if r.get("environment")), {})
         comparisons.append({"setting": setting, "primary": primary, "task": task, "arms": ordered,
@@ -122,7 +131,7 @@ def summary_rows(comp: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         if task == "segmentation":
             row.append(_pm(arm["iou"], task))
         test = arm["test"]
-        if arm["method"] == BASELINE:
+        if _is_baseline(arm):
             row += ["—", "baseline"]
         elif test is None:
             row += ["no baseline", "–"]
@@ -134,7 +143,12 @@ def summary_rows(comp: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
                     test.verdict()]
         row.append(_pm(arm["gap"], task))
         pl = arm["placement"] or {}
-        row.append("—" if arm["method"] == BASELINE else (pl.get("group") or "+".join(pl.get("points", []))) or "–")
+        if _is_baseline(arm):
+            row.append("—")
+        elif arm["method"] == BASELINE:
+            row.append("model variant")
+        else:
+            row.append((pl.get("group") or "+".join(pl.get("points", []))) or "–")
         rows.append(row)
     return header, rows
 
@@ -200,7 +214,7 @@ def _figures(comp: dict[str, Any], out: Path, prefix: str) -> list[tuple[str, st
     # 2. mean ± std of the test metric, and the train–test gap
     fig, (ax1, ax2) = _figure(ncols=2, width=10, height=height)
     ys = list(range(len(arms)))
-    colors = ["tab:gray" if a["method"] == BASELINE else "tab:blue" for a in arms]
+    colors = ["tab:gray" if _is_baseline(a) else "tab:blue" for a in arms]
     ax1.barh(ys, [a["mean"] * scale for a in arms], xerr=[a["std"] * scale for a in arms], color=colors,
              alpha=0.8, capsize=3)
     lo = min(a["mean"] - a["std"] for a in arms) * scale
@@ -231,7 +245,7 @@ def _figures(comp: dict[str, Any], out: Path, prefix: str) -> list[tuple[str, st
             for row in r["curves"]:
                 by_epoch[row["epoch"]].append(row)
         epochs = sorted(by_epoch)
-        style = {"color": "black", "linewidth": 2.2} if arm["method"] == BASELINE else {"color": color, "linewidth": 1.2}
+        style = {"color": "black", "linewidth": 2.2} if _is_baseline(arm) else {"color": color, "linewidth": 1.2}
         for ax, key, k in ((ax1, val_key, scale), (ax2, "train_loss", 1.0)):
             ys_ = [sum(r.get(key, math.nan) for r in by_epoch[e]) / len(by_epoch[e]) * k for e in epochs]
             ax.plot(epochs, ys_, label=arm["label"], **style)
@@ -263,7 +277,7 @@ def _figures(comp: dict[str, Any], out: Path, prefix: str) -> list[tuple[str, st
             curves = [r["probe"] for r in arm["runs"] if coadaptation(r)]
             fr = curves[0]["fractions"]
             drop = [sum(c["drop"][i] for c in curves) / len(curves) * scale for i in range(len(fr))]
-            style = {"color": "black", "linewidth": 2.2} if arm["method"] == BASELINE else {"color": color}
+            style = {"color": "black", "linewidth": 2.2} if _is_baseline(arm) else {"color": color}
             ax.plot([100 * f for f in fr], drop, marker="o", markersize=3, label=arm["label"], **style)
         ax.set_xlabel("share of penultimate feature maps masked at test time (%)")
         ax.set_ylabel("fall of the test metric" + (" (points)" if task == "classification" else ""))

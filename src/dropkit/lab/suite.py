@@ -51,10 +51,17 @@ SUITES: dict[str, dict[str, Any]] = {
     },
 }
 
+# The block regularizers (``maxout``, ``stochastic_pooling``, ``standout``) replace layers instead of being inserted
+# after one, so they are compared as model variants against the plain model: the CNN for maxout and stochastic
+# pooling, the MLP (one hidden layer of 512) for maxout and Standout. Same data and training as classification.
+BLOCK_ARMS = {"cnn": ("maxout", "stochastic_pooling"), "mlp": ("maxout", "standout")}
+SUITES["blocks"] = {"seeds": 3, "run": {**SUITES["classification"]["run"], "probe": None}}
+
 #: ``--quick``: a seconds-long smoke run of the same pipeline (numbers meaningless)
 QUICK: dict[str, dict[str, Any]] = {
     "classification": {"seeds": 2, "run": dict(train_size=200, val_size=100, test_size=500, epochs=2,
                                                probe={"fractions": [0.0, 0.5], "repeats": 1, "images": 200})},
+    "blocks": {"seeds": 2, "run": dict(train_size=200, val_size=100, test_size=500, epochs=2)},
     "segmentation": {"seeds": 2, "run": dict(train_size=8, val_size=4, epochs=2,
                                              probe={"fractions": [0.0, 0.5], "repeats": 1, "images": 16})},
 }
@@ -82,6 +89,11 @@ def lab_configs(suite: str = "classification", *, quick: bool = False, methods: 
         seed_list = list(range(seeds))
     else:
         seed_list = list(seeds)
+    if suite == "blocks":
+        arms = [(model, variant) for model, variants in BLOCK_ARMS.items() for variant in (None, *variants)]
+        return [RunConfig.from_dict({**settings, "model": model, "variant": variant, "method": "none", "seed": s,
+                                     "model_params": {"hidden": (512,)} if model == "mlp" else {}})
+                for s in seed_list for model, variant in arms]
     names = method_names(methods)
     return [RunConfig.from_dict({**settings, "method": m, "seed": s}) for s in seed_list for m in names]
 

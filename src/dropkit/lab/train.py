@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dropkit.lab.data import PREPROCESSING, Dataset, load_dataset
-from dropkit.lab.models import MODELS, build_model, feature_shapes
+from dropkit.lab.models import MODELS, VARIANTS, build_model, feature_shapes
 from dropkit.lab.placement import adapt_params, placement_group, resolve_points
 
 __all__ = ["RunConfig", "RunFailed", "train", "run", "environment", "evaluate", "get_dataset", "BASELINE"]
@@ -73,7 +73,10 @@ class RunConfig:
         data: ``"fashion_mnist"``, ``"organs"``, an ``.npz`` path or a folder.
         train_size, val_size, test_size, data_seed: the splits (see ``dropkit.lab.data.load_dataset``).
         preprocess: None or ``"edges"`` (the dental-imaging recipe's edge maps, before normalisation).
-        model, model_params: one of ``cnn``, ``resnet``, ``mlp``, ``unet`` and its keyword arguments.
+        model, model_params: one of ``cnn``, ``resnet``, ``mlp``, ``edge_mlp``, ``unet`` and its keyword arguments.
+        variant: a block regularizer built into the model instead of the layer it replaces (``"maxout"``,
+            ``"stochastic_pooling"`` for the CNN; ``"maxout"``, ``"standout"`` for the MLP); compared against the
+            plain model as an arm of its own.
         seed: initial weights, batch order and masks.
         epochs, batch_size, optimizer, lr, momentum, weight_decay, lr_schedule: training (SGD is Nesterov; the
             cosine schedule decays per step to 0).
@@ -93,6 +96,7 @@ class RunConfig:
     data_seed: int = 0
     preprocess: str | None = None
     model: str = "cnn"
+    variant: str | None = None
     model_params: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
     epochs: int = 30
@@ -168,6 +172,9 @@ class RunConfig:
             raise ValueError(f"preprocess must be one of {PREPROCESSING}, got {self.preprocess!r}")
         if self.model not in MODELS:
             raise ValueError(f"model must be one of {sorted(MODELS)}, got {self.model!r}")
+        if self.variant not in VARIANTS.get(self.model, (None,)):
+            raise ValueError(f"variant for model {self.model!r} must be one of {VARIANTS.get(self.model, (None,))}, "
+                             f"got {self.variant!r}")
         need_int("train_size", 1, optional=True)
         need_int("val_size", 0, optional=True)
         need_int("test_size", 1, optional=True)
@@ -401,7 +408,8 @@ def train(config: RunConfig, *, dataset: Dataset | None = None,
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
 
     torch.manual_seed(config.seed)  # initial weights: the same for every method under this seed
-    model = build_model(config.model, data.in_channels, data.num_classes, data.image_size, **config.model_params)
+    model = build_model(config.model, data.in_channels, data.num_classes, data.image_size, variant=config.variant,
+                        **config.model_params)
     handle, card, placement = None, None, {"group": None, "points": [], "shapes": {}, "params": {}}
     if config.method != BASELINE:
         handle, card, placement = _insert_method(config, model, data.x_train[:2])
