@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test bench lab clean
+.PHONY: venv test bench lab experts clean
 
 FASHION_MNIST := /usr/share/datasets/fashion-mnist
 
@@ -36,6 +36,18 @@ lab: $(STAMP)
 	  fi; \
 	fi
 	$(VENV)/bin/dropkit lab $(LAB_ARGS)
+
+# The expert-level experiments: Gating Dropout in a 2-rank expert-parallel MoE language model on the fortune texts
+# (Debian's fortunes-min, installed as root when missing), then the soft decision tree with and without dropout.
+FORTUNES := /usr/share/games/fortunes
+experts: $(STAMP)
+	@if [ ! -d $(FORTUNES) ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fortunes-min; \
+	  else echo "the fortune texts are missing: sudo apt-get install fortunes-min (or pass --corpus)"; exit 1; fi; \
+	fi
+	$(VENV)/bin/torchrun --standalone --nproc_per_node 2 -m dropkit.cli experts moe-lm --steps 150 --p 0 0.1 0.3
+	$(VENV)/bin/dropkit experts soft-tree regression --depths 3 6 9 --p 0 0.05 0.1 --seeds 0 1
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info

@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 
 from dropkit.base import DropkitModule
-from dropkit.masks import apply_keep_mask, block_seed_rate, keep_fraction_scale, sample_block_keep_mask
+from dropkit.masks import block_seed_rate, keep_fraction_scale, sample_block_keep_mask
 from dropkit.registry import register
 from dropkit.validation import (
     check_bool,
@@ -78,7 +78,10 @@ def dropblock(
     gamma = block_seed_rate(p, spatial, block)
     lead = (x.shape[0], 1 if share_channels else x.shape[1])
     keep = sample_block_keep_mask(x, lead, block, gamma, generator, algorithm)
-    return apply_keep_mask(x, keep, keep_fraction_scale(keep, x.dtype) if scale_by_keep else None)
+    if scale_by_keep:
+        with torch.no_grad():  # the mask is ours: scale it in place (summed in float32) instead of a second pass on x
+            keep.mul_(keep_fraction_scale(keep, x.dtype))
+    return x * keep
 
 
 @register(
