@@ -77,8 +77,9 @@ def _cmd_probe_width(args: argparse.Namespace) -> int:
     from dropkit.lab.train import RunConfig
 
     _set_threads(args)
-    values = {"placement": "fc", **_overrides(args)}
-    values.update({"method": "structural_dropout", "seed": args.seed})
+    # One hidden layer of 512: the cut's H/c scale compounds across stacked Structural-Dropout layers.
+    values = {"placement": "fc", "model_params": {"hidden": [args.hidden]}, **_overrides(args)}
+    values.update({"method": "structural_dropout", "seed": args.seed, "params": {"lower_bound": args.lower_bound}})
     config = RunConfig.from_dict(values)
     h = config.config_hash() + f"-width-{args.step}-{args.tolerance}"
     with Store(args.db) as store:
@@ -116,6 +117,10 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
     _add_training_args(p, single=True)
     p.set_defaults(model="mlp", val_size=1000, epochs=20)  # the paper's setting: Structural Dropout in an MLP
     p.add_argument("--seed", type=int, default=0)
+    # The reference's MLP instance is StructuredDropout(p=0.5, lower_bound=32): with cuts down to 1 of 512 units the
+    # kept unit is scaled by 512 and SGD diverges (seen here at lower_bound=1).
+    p.add_argument("--hidden", type=int, default=512, help="width H of the MLP's hidden layer (default 512)")
+    p.add_argument("--lower-bound", type=int, default=32, help="smallest cut during training (default 32)")
     p.add_argument("--step", type=int, default=8, help="spacing of the widths tried (default 8)")
     p.add_argument("--tolerance", type=float, default=0.01, help="accuracy loss allowed from the best (0.01 = 1 pt)")
     p.add_argument("--db", default="runs.db")

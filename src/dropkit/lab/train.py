@@ -471,7 +471,7 @@ def train(config: RunConfig, *, dataset: Dataset | None = None,
                 raise
             loss = _loss(logits, yb, task)
             if not torch.isfinite(loss):
-                raise RunFailed(f"training diverged (loss {float(loss)}) at epoch {epoch}, step {step}")
+                raise RunFailed(f"training diverged (loss {float(loss.detach())}) at epoch {epoch}, step {step}")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
