@@ -126,3 +126,20 @@ def test_block_variants_are_built_in_and_compared_as_arms(npz, tmp_path, model, 
 def test_bad_variant_refused(npz):
     with pytest.raises(ValueError, match="variant for model 'cnn' must be one of"):
         RunConfig.from_dict(dict(data=npz, model="cnn", variant="standout"))
+
+
+def test_ray_backend_runs_the_same_grid_into_the_same_store_format(npz, tmp_path):
+    ray = pytest.importorskip("ray")
+    configs = [RunConfig.from_dict(dict(data=npz, train_size=48, val_size=12, epochs=1, batch_size=16, model="mlp",
+                                        model_params={"hidden": (8,)}, method=m, seed=0))
+               for m in ("none", "dropout")]
+    try:
+        with Store(tmp_path / "ray.db") as store:
+            assert execute(configs, store, backend="ray", progress=False) == {"done": 2, "failed": 0, "skipped": 0}
+            by_ray = {r["config"]["method"]: r["metrics"]["test_acc"] for r in store.runs()}
+    finally:
+        ray.shutdown()
+    with Store(tmp_path / "local.db") as store:
+        execute(configs, store, progress=False)
+        local = {r["config"]["method"]: r["metrics"]["test_acc"] for r in store.runs()}
+    assert by_ray == local  # same configs, same seeds, one thread each: the same results
