@@ -22,7 +22,7 @@ test: $(STAMP)
 	$(PY) -m pytest
 
 bench: $(STAMP)
-	$(VENV)/bin/dropkit bench --csv bench/results.csv
+	$(VENV)/bin/dropkit bench --steps --csv bench/results.csv
 
 # The lab's default comparison. Fashion-MNIST comes from Debian's dataset-fashion-mnist package (never downloaded
 # at run time); as root the package is installed when missing, otherwise we say how to get the files.

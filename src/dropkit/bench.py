@@ -176,6 +176,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", action="append", default=None,
                         help="cpu and/or cuda (default: cpu, plus cuda when available)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument("--steps", action="store_true",
+                        help="also time whole training steps with the stateful methods (ns_dropout, clustering, ...)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -197,6 +199,10 @@ def main(args: argparse.Namespace) -> int:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+    if args.steps:
+        from dropkit.bench_steps import run_step_benchmark
+
+        run_step_benchmark(rounds=max(3, args.rounds // 3))
     missed = [f"{r['name']} {r['shape']}" for r in rows if r["met"] not in ("", "yes")]
     print(f"\nwrote {path}; targets missed or failed: {', '.join(missed) if missed else 'none'}")
     return 0
