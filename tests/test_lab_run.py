@@ -20,25 +20,6 @@ from dropkit.lab.train import RunConfig, RunFailed, run
 torch.set_num_threads(1)
 
 
-@pytest.fixture(scope="module")
-def npz(tmp_path_factory):
-    """Three learnable classes (a bright square at one of three places) on 12×12 noise."""
-    rng = np.random.default_rng(0)
-
-    def make(n):
-        y = np.arange(n) % 3
-        x = rng.normal(0, 0.3, (n, 12, 12)).astype(np.float32)
-        for k in range(3):
-            x[y == k, 2 + 3 * k: 5 + 3 * k, 2 + 3 * k: 5 + 3 * k] += 2.0
-        return x, y
-
-    x_tr, y_tr = make(90)
-    x_te, y_te = make(30)
-    path = tmp_path_factory.mktemp("data") / "tiny.npz"
-    np.savez(path, x_train=x_tr, y_train=y_tr, x_test=x_te, y_test=y_te)
-    return str(path)
-
-
 def tiny(npz, **kw):
     values = dict(data=npz, train_size=48, val_size=12, epochs=2, batch_size=16, model="cnn",
                   model_params={"width": 4})

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 import torch
 
@@ -15,24 +14,6 @@ from dropkit.lab.sweep import execute
 from dropkit.lab.train import RunConfig
 
 torch.set_num_threads(1)
-
-
-@pytest.fixture(scope="module")
-def npz(tmp_path_factory):
-    rng = np.random.default_rng(1)
-
-    def make(n):
-        y = np.arange(n) % 3
-        x = rng.normal(0, 0.3, (n, 10, 10)).astype(np.float32)
-        for k in range(3):
-            x[y == k, 1 + 3 * k: 4 + 3 * k, 1 + 3 * k: 4 + 3 * k] += 2.0
-        return x, y
-
-    x_tr, y_tr = make(120)
-    x_te, y_te = make(30)
-    path = tmp_path_factory.mktemp("data") / "tiny.npz"
-    np.savez(path, x_train=x_tr, y_train=y_tr, x_test=x_te, y_test=y_te)
-    return str(path)
 
 
 def test_two_workers_store_every_run_like_one_worker(npz, tmp_path):
@@ -53,7 +34,7 @@ def test_two_workers_store_every_run_like_one_worker(npz, tmp_path):
 
 
 def test_width_probe_curve_and_slimmed_model(npz):
-    config = RunConfig.from_dict(dict(data=npz, train_size=96, val_size=24, epochs=3, batch_size=16, model="mlp",
+    config = RunConfig.from_dict(dict(data=npz, train_size=64, val_size=16, epochs=3, batch_size=16, model="mlp",
                                       model_params={"hidden": (32,)}, placement="fc", method="structural_dropout",
                                       seed=0, lr=0.05))
     result = width_probe(config, step=8, tolerance=0.05)
@@ -69,7 +50,7 @@ def test_width_probe_curve_and_slimmed_model(npz):
 
 
 def test_width_probe_cli_stores_and_plots(npz, tmp_path, capsys):
-    args = ["probe", "width", "--data", npz, "--train-size", "96", "--val-size", "24", "--epochs", "2",
+    args = ["probe", "width", "--data", npz, "--train-size", "64", "--val-size", "16", "--epochs", "2",
             "--batch-size", "16", "--step", "16", "--db", str(tmp_path / "w.db"), "--out", str(tmp_path / "out")]
     assert cli_main(args) == 0
     out = capsys.readouterr().out
