@@ -29,6 +29,8 @@ class DropkitModule(nn.Module):
     method_name: ClassVar[str] = "dropkit"
     #: parameters shown by ``extra_repr`` besides ``p``
     repr_fields: ClassVar[tuple[str, ...]] = ()
+    #: False where p = 1 is meaningless (infinite noise variance, a division by 1 − p): p must then be < 1
+    p_allows_one: ClassVar[bool] = True
 
     def __init__(self, p: float = 0.0, *, generator: torch.Generator | None = None) -> None:
         super().__init__()
@@ -45,7 +47,7 @@ class DropkitModule(nn.Module):
     @p.setter
     def p(self, value: float) -> None:
         # Goes through object.__setattr__ (nn.Module defers plain attributes to it), so schedules are checked too.
-        self._p = check_probability(value, "p", self.method_name)
+        self._p = check_probability(value, "p", self.method_name, allow_one=self.p_allows_one)
 
     @property
     def enabled(self) -> bool:

@@ -104,14 +104,10 @@ class GaussianDropout(DropkitModule):
     """Module form of :func:`gaussian_dropout`. Args: p in [0, 1) (default 0.5), generator."""
 
     method_name = "gaussian_dropout"
+    p_allows_one = False  # the noise variance p/(1 − p) is infinite at p = 1
 
     def __init__(self, p: float = 0.5, generator: torch.Generator | None = None) -> None:
-        check_probability(p, "p", self.method_name, allow_one=False)
         super().__init__(p, generator=generator)
-
-    @DropkitModule.p.setter  # type: ignore[attr-defined]
-    def p(self, value: float) -> None:
-        self._p = check_probability(value, "p", self.method_name, allow_one=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.active:
