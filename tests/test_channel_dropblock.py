@@ -8,7 +8,13 @@ import pytest
 import torch
 
 import dropkit
-from dropkit.methods.channel_dropblock import ChannelDropBlock, _box3_sum, _seed_similarity, channel_dropblock
+from dropkit.methods.channel_dropblock import (
+    ChannelDropBlock,
+    _box3_argmax,
+    _box3_sum,
+    _seed_similarity,
+    channel_dropblock,
+)
 from props import (
     assert_compiles_fullgraph,
     assert_eval_identity,
@@ -176,3 +182,56 @@ class TestCommon:
         with pytest.raises(ValueError, match="p"):
             m.p = 1.0
         assert math.isclose(m.p, 0.2)
+
+
+class TestFastPaths:
+    """The vectorised fast paths against straightforward references written here."""
+
+    @pytest.mark.parametrize("shape", [(3, 5, 7, 9), (2, 4, 1, 6), (2, 3, 6, 1), (1, 2, 1, 1), (4, 6, 16, 16)])
+    @pytest.mark.parametrize("kind", ["randn", "relu", "integers"])
+    def test_box3_argmax_equals_argmax_of_box_sums(self, shape, kind):
+        x = torch.randn(shape, generator=_gen(20))
+        if kind == "relu":
+            x = torch.relu(x)  # many exact ties (zero maps, equal sums)
+        elif kind == "integers":
+            x = x.mul(2).round()
+        expected = _box3_sum(x).flatten(2).argmax(dim=2)
+        for xx in (x, x.contiguous(memory_format=torch.channels_last), x.to(torch.bfloat16)):
+            reference = expected if xx.dtype == torch.float32 else _box3_sum(xx).flatten(2).argmax(dim=2)
+            row, col = _box3_argmax(xx)
+            assert torch.equal(row * shape[3] + col, reference)
+
+    def test_box3_argmax_non_finite_maps(self):
+        x = torch.randn(2, 3, 4, 5, generator=_gen(21))
+        x[0, 0] = -math.inf  # every box sum −inf: the first position, as argmax
+        x[0, 1, 2, 3] = math.inf  # +inf: its 3×3 neighbourhood wins, first in row-major order
+        x[1, 2, 1, 1] = math.nan  # NaN counts as the largest
+        row, col = _box3_argmax(x)
+        assert (row[0, 0].item(), col[0, 0].item()) == (0, 0)
+        assert (row[0, 1].item(), col[0, 1].item()) == (1, 2)
+        assert (row[1, 2].item(), col[1, 2].item()) == (0, 0)
+
+    @staticmethod
+    def _reference(x, p, generator):
+        """Alg. 1 with random tie-breaking as two sorts: shuffle by u, then a stable sort by similarity."""
+        n, c = x.shape[:2]
+        k = min(c, max(1, math.floor(p * c)))
+        seed = torch.randint(0, c, (n,), generator=generator)
+        sim = _seed_similarity(x, seed, "max_activation")
+        ranked = sim.clone()
+        ranked[torch.arange(n), seed] = math.inf
+        shuffle = torch.rand((n, c), generator=generator).argsort(dim=1)
+        order = ranked.gather(1, shuffle).argsort(dim=1, descending=True, stable=True)
+        drop = torch.zeros(n, c, dtype=torch.bool)
+        drop[torch.arange(n).unsqueeze(1), shuffle.gather(1, order[:, :k])] = True
+        return x * ((~drop).float() / (1 - p)).view(n, c, 1, 1)
+
+    @pytest.mark.parametrize("seed", range(6))
+    def test_random_ties_topk_matches_two_sort_reference(self, seed):
+        # Blob maps: many channels share a peak, so the random tie-breaking decides most of the group.
+        peaks = [(2, 2), (2, 2), (2, 3), (5, 5), (5, 5), (5, 5), (2, 2), (6, 1)] * 2
+        x = _blob_maps(8, 8, peaks).expand(5, 16, 8, 8).contiguous()
+        x = x + 0.01 * torch.rand(x.shape, generator=_gen(seed)).round()
+        for p in (0.2, 0.5):
+            y = channel_dropblock(x, p, generator=_gen(seed))
+            assert torch.equal(y, self._reference(x, p, _gen(seed)))

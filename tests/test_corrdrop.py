@@ -207,3 +207,33 @@ def test_spatial_block_size_validation():
     with pytest.raises(TypeError, match="block_size"):
         CorrDropSpatial(block_size=2.5)
     assert math.isclose(CorrDropSpatial().p, 0.2)
+
+
+class TestFastPaths:
+    """The reorganised scores and channel mask against straightforward references written here."""
+
+    @pytest.mark.parametrize("shape", [(3, 64, 16), (2, 16, 64), (4, 7, 3)])
+    def test_scores_match_normalised_gram_reference(self, shape):
+        a = torch.randn(shape, generator=_gen(40))
+        a[0, 1] = 0.0  # a zero unit
+        a[1, 2] = a[1, 3] * 4.0  # parallel units
+        norm = (a.pow(2).sum(2, keepdim=True) + 1e-8).sqrt()
+        cos = ((a / norm) @ (a / norm).transpose(1, 2)).abs()
+        expected = (cos.sum(2) - cos.diagonal(dim1=1, dim2=2)) / shape[1]
+        torch.testing.assert_close(correlation_scores(a), expected, rtol=1e-5, atol=1e-6)
+
+    @pytest.mark.parametrize("rescale", [True, False])
+    @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+    def test_channel_mask_matches_reference(self, rescale, dtype):
+        from dropkit.masks import keep_fraction_scale
+        from dropkit.methods.corrdrop import _protection_probability, _sample_drop
+
+        x = torch.randn(6, 12, 5, 5, generator=_gen(41)).to(dtype)
+        for p in (0.2, 0.9):
+            y = corrdrop_channel(x, p, rescale=rescale, generator=_gen(42))
+            scores = correlation_scores(x.flatten(2))
+            drop = _sample_drop(_protection_probability(scores, "softmax"), p, _gen(42))
+            keep = (~drop).to(dtype).view(6, 12, 1, 1)
+            if rescale:
+                keep = keep * keep_fraction_scale(keep, dtype)
+            assert torch.equal(y, x * keep)

@@ -192,3 +192,71 @@ class TestModule:
             heuristic_dropout(torch.rand(3, 4, 5))
         with pytest.raises(TypeError, match="floating"):
             heuristic_dropout(torch.ones(1, 10, 3, 3, dtype=torch.int32))
+
+
+def _reference_scores(x: torch.Tensor, k: float = 2.0, bins: int = 10) -> torch.Tensor:
+    """Straightforward Alg. 1–2: torch.var, round(tanh·b), a one-hot histogram over all 2b + 1 levels."""
+    n, c = x.shape[:2]
+    x = x.double()
+    levels = torch.round(torch.tanh(x) * bins).view(n, c, -1, 1)
+    hist = (levels == torch.arange(-bins, bins + 1, dtype=torch.float64)).sum(2).double()
+    prob = hist / hist.sum(-1, keepdim=True)
+    entropy = -torch.special.xlogy(prob, prob).sum(-1)
+    var = torch.var(x, dim=(2, 3)) if x.shape[2] * x.shape[3] > 1 else torch.zeros(n, c, dtype=torch.float64)
+    return (entropy + k / (var + 1e-7)).float()
+
+
+class TestFastPaths:
+    """The vectorised scores (two-pass variance, σ-based levels, one bincount) and the hand-written Laplacian
+    autograd node against straightforward references written here."""
+
+    @pytest.mark.parametrize("shape", [(3, 7, 6, 5), (2, 4, 16, 16), (4, 3, 1, 9), (2, 5, 1, 1)])
+    @pytest.mark.parametrize("bins", [10, 7])
+    def test_scores_match_reference_on_signed_input(self, shape, bins):
+        x = torch.randn(shape, generator=_gen(30)) * 1.5
+        x[0, 0] = 4.25  # a constant channel: variance exactly 0
+        torch.testing.assert_close(heuristic_scores(x, bins=bins), _reference_scores(x, bins=bins), rtol=1e-5, atol=1e-4)
+
+    def test_scores_of_channels_last_and_bf16_input(self):
+        x = torch.randn(2, 6, 5, 7, generator=_gen(31))
+        expected = heuristic_scores(x)
+        assert torch.equal(heuristic_scores(x.contiguous(memory_format=torch.channels_last)), expected)
+        xb = x.to(torch.bfloat16)
+        torch.testing.assert_close(heuristic_scores(xb), _reference_scores(xb.float()), rtol=1e-5, atol=1e-4)
+
+    @pytest.mark.parametrize("layout", ["contiguous", "channels_last", "bf16"])
+    def test_forward_and_gradient_match_autograd_reference(self, layout):
+        x = torch.randn(3, 10, 6, 7, generator=_gen(32))
+        if layout == "channels_last":
+            x = x.contiguous(memory_format=torch.channels_last)
+        elif layout == "bf16":
+            x = x.to(torch.bfloat16)
+        x = x.requires_grad_()
+        y = heuristic_dropout(x, 0.3)
+        weight = torch.randn(y.shape, generator=_gen(33)).to(x.dtype)
+        (y * weight).sum().backward()
+        # Reference: index_put of the Laplacian of the selected channels, differentiated by autograd.
+        top = heuristic_scores(x.detach()).topk(3, dim=1).indices
+        rows = torch.arange(3).view(3, 1).expand(3, 3)
+        x2 = x.detach().clone().requires_grad_()
+        kernel = torch.tensor(LAPLACE_KERNEL, dtype=x.dtype).view(1, 1, 3, 3)
+        laplace = F.conv2d(x2[rows, top].reshape(9, 1, 6, 7), kernel, padding=1).view(3, 3, 6, 7)
+        reference = x2.index_put((rows, top), laplace)
+        (reference * weight).sum().backward()
+        # bf16: the two convolutions round their sums of 9 terms differently (gradients reach |g| ≈ 16, ulp 0.125)
+        tol = {"rtol": 1.6e-2, "atol": 0.25} if layout == "bf16" else {"rtol": 1e-5, "atol": 1e-5}
+        torch.testing.assert_close(y, reference, **tol)
+        torch.testing.assert_close(x.grad, x2.grad, **tol)
+        if layout == "channels_last":
+            assert y.is_contiguous(memory_format=torch.channels_last)
+
+    def test_compiled_forward_and_backward_match_eager(self):
+        x = torch.randn(2, 10, 6, 6, generator=_gen(34))
+        torch._dynamo.reset()
+        compiled = torch.compile(HeuristicDropout(p=0.3), fullgraph=True, backend="eager")
+        xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+        ya, yb = compiled(xa), HeuristicDropout(p=0.3)(xb)
+        assert torch.equal(ya, yb)
+        ya.sum().backward()
+        yb.sum().backward()
+        assert torch.equal(xa.grad, xb.grad)

@@ -66,13 +66,54 @@ def _box3_sum(x: torch.Tensor) -> torch.Tensor:
     return box
 
 
+def _box3_argmax(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row and column, each (N, C) int64, of the maximum of every map's 3×3 box sums (zero padding).
+
+    The same positions as ``_box3_sum(x).flatten(2).argmax(dim=2)``: the box sums are the same floats (the same
+    additions in the same order, ((left + centre) + right), then ((up + centre) + down)) and ties go to the first
+    position in row-major order. The work is laid out for the CPU:
+
+    * every map row gets one leading zero, which doubles as the left neighbour of its first column and the right
+      neighbour of the previous row's last, so the horizontal pass is two shifted adds over one flat vector (no
+      slicing of short rows) and the vertical pass two adds over (N·C, H·(W + 1)) rows;
+    * the argmax is found as the first position equal to the row maximum, with vectorised max-reductions:
+      ``argmax`` along a row is ~5× slower here. NaN box sums count as +inf (``argmax`` would prefer a NaN to
+      an earlier +inf; both only arise from non-finite inputs).
+    """
+    n, c, h, w = x.shape
+    s = w + 1  # row stride of the padded layouts
+    m = n * c
+    length = h * s
+    total = m * length
+    # Every map row with one leading zero: flat[q] is the value at position q, flat[0] = 0 has no left neighbour.
+    flat = F.pad(x.contiguous().view(m * h, w), (1, 0)).view(total)
+    # rows[j] = the horizontal sum centred at position j + 1, so rows viewed as (N·C, H·(W + 1)) holds the W data
+    # columns of each row first and a separator slot last (the position of the next row's leading zero).
+    rows = torch.empty(total, device=x.device, dtype=x.dtype)
+    torch.add(flat[:-1], flat[1:], out=rows[:-1])  # left + centre
+    rows[:-2] += flat[2:]  # + right (the last position has none: its right neighbour is the zero padding)
+    rows = rows.view(m, length)
+    box = flat.view(m, length).copy_(rows)  # centre; + up (= up + centre), then + down; flat is free again
+    box[:, s:] += rows[:, :-s]
+    box[:, :-s] += rows[:, s:]
+    box = box.nan_to_num_(nan=math.inf)
+    box.view(m, h, s)[:, :, w] = -math.inf  # separator slots never win (an all −inf map gives index 0)
+    # The ramp must hold every integer up to H·(W + 1) exactly: float32 (or float64 beyond 2**24), not bf16/fp16.
+    index_dtype = torch.float32 if length < 2**24 else torch.float64
+    hit = rows if x.dtype == index_dtype else torch.empty((m, length), device=x.device, dtype=index_dtype)
+    hit = torch.eq(box, box.amax(dim=1, keepdim=True), out=hit)
+    ramp = torch.arange(length, 0, -1, device=x.device, dtype=index_dtype)
+    first = length - hit.mul_(ramp).amax(dim=1).long()
+    row = torch.div(first, s, rounding_mode="floor")
+    return row.view(n, c), (first - row * s).view(n, c)
+
+
 def _seed_similarity(xd: torch.Tensor, seed: torch.Tensor, metric: str) -> torch.Tensor:
     """Row ``seed`` of the correlation matrix for every sample: (N, C) float32, larger = more correlated."""
     n, c, h, w = xd.shape
     if metric == "max_activation":
-        loc = _box3_sum(xd).flatten(2).argmax(dim=2)  # (N, C)
-        row = torch.div(loc, w, rounding_mode="floor")
-        pos = torch.stack((row, loc - row * w), dim=2).float()  # (N, C, 2)
+        row, col = _box3_argmax(xd)  # (N, C) each
+        pos = torch.stack((row, col), dim=2).float()  # (N, C, 2)
         seed_pos = pos.gather(1, seed.view(n, 1, 1).expand(n, 1, 2))
         return -((pos - seed_pos) ** 2).sum(dim=2)  # −squared distance: integers, exact ties
     feats = xd.flatten(2).float()  # (N, C, HW)
@@ -120,20 +161,40 @@ def channel_dropblock(
     with torch.no_grad():
         seed = torch.randint(0, c, (n,), generator=generator, device=x.device)  # Alg. 1 step 2: one row per sample
         sim = _seed_similarity(x.detach(), seed, metric)
-        seed_hot = torch.zeros((n, c), dtype=torch.bool, device=x.device).scatter(1, seed.view(n, 1), True)
-        ranked = sim.masked_fill(seed_hot, math.inf)  # the seed channel is always in its own group
-        if ties == "random":
-            # Lexicographic (similarity, random) order: shuffle, then a stable sort by similarity.
-            shuffle = torch.rand((n, c), generator=generator, device=x.device).argsort(dim=1)
-            order = ranked.gather(1, shuffle).argsort(dim=1, descending=True, stable=True)
-            top = shuffle.gather(1, order[:, :k])
-            drop = torch.zeros((n, c), dtype=torch.bool, device=x.device).scatter(1, top, True)
+        if ties == "random" and metric == "max_activation":
+            # Lexicographic (similarity descending, then u ascending) order in one topk instead of two argsorts
+            # of (N, C): the similarities are integers (−squared distances), so sim − u orders exactly so, and
+            # float64 holds every sim − u exactly; the seed channel (always in its own group) gets +inf.
+            u = torch.rand((n, c), generator=generator, device=x.device)
+            key = sim.double().sub_(u).scatter_(1, seed.view(n, 1), math.inf)
+            top = key.topk(k, dim=1).indices
+            # Alg. 1 step 4: 1/(1 − γ) on the kept channels, 0 on the group (the same floats as (~drop) / (1 − γ)).
+            multiplier = torch.ones((n, c), device=x.device).div_(1.0 - p).scatter_(1, top, 0.0)
         else:
-            threshold = ranked.topk(k, dim=1).values[:, -1:]
-            constant = sim.amax(dim=1, keepdim=True) == sim.amin(dim=1, keepdim=True)
-            drop = torch.where(constant, seed_hot, ranked >= threshold)
-        multiplier = ((~drop).to(torch.float32) / (1.0 - p)).to(x.dtype).view(n, c, 1, 1)  # Alg. 1 step 4
+            multiplier = _group_multiplier(sim, seed, k, p, ties, generator)
+        multiplier = multiplier.to(x.dtype).view(n, c, 1, 1)
     return x * multiplier
+
+
+def _group_multiplier(
+    sim: torch.Tensor, seed: torch.Tensor, k: int, p: float, ties: str, generator: torch.Generator | None
+) -> torch.Tensor:
+    """(N, C) float32 1/(1 − γ) on the kept channels, 0 on each sample's group, for ties="all" or the bilinear
+    metric (general similarities)."""
+    n, c = sim.shape
+    seed_hot = torch.zeros((n, c), dtype=torch.bool, device=sim.device).scatter(1, seed.view(n, 1), True)
+    ranked = sim.masked_fill(seed_hot, math.inf)  # the seed channel is always in its own group
+    if ties == "random":
+        # Lexicographic (similarity, random) order: shuffle, then a stable sort by similarity.
+        shuffle = torch.rand((n, c), generator=generator, device=sim.device).argsort(dim=1)
+        order = ranked.gather(1, shuffle).argsort(dim=1, descending=True, stable=True)
+        top = shuffle.gather(1, order[:, :k])
+        drop = torch.zeros((n, c), dtype=torch.bool, device=sim.device).scatter(1, top, True)
+    else:
+        threshold = ranked.topk(k, dim=1).values[:, -1:]
+        constant = sim.amax(dim=1, keepdim=True) == sim.amin(dim=1, keepdim=True)
+        drop = torch.where(constant, seed_hot, ranked >= threshold)
+    return (~drop).to(torch.float32) / (1.0 - p)  # Alg. 1 step 4
 
 
 @register(
@@ -159,6 +220,7 @@ class ChannelDropBlock(DropkitModule):
 
     method_name = _NAME
     repr_fields = ("metric", "ties")
+    p_allows_one = False  # γ = 1 would divide by zero in the 1/(1 − γ) normalisation
 
     def __init__(
         self,
@@ -171,11 +233,6 @@ class ChannelDropBlock(DropkitModule):
         super().__init__(_resolve_p(p, metric, self.method_name), generator=generator)
         self.metric = metric
         self.ties = check_choice(ties, "ties", self.method_name, _TIES)
-
-    @DropkitModule.p.setter  # type: ignore[attr-defined]
-    def p(self, value: float) -> None:
-        # γ = 1 would divide by zero in the 1/(1 − γ) normalisation.
-        self._p = check_probability(value, "p", self.method_name, allow_one=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.active:

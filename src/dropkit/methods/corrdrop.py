@@ -76,9 +76,13 @@ def correlation_scores(units: torch.Tensor) -> torch.Tensor:
     a = units.float()
     # Gram of the raw features, then cosines from its diagonal: no normalised copy of the (possibly large) features.
     gram = torch.bmm(a, a.transpose(1, 2))
-    norm = (gram.diagonal(dim1=1, dim2=2).clamp_min(0.0) + 1e-8).sqrt()  # the official code's sqrt(Σa² + 1e-8)
-    cos = gram.div_(norm.unsqueeze(2)).div_(norm.unsqueeze(1)).abs_()
-    return (cos.sum(dim=2) - cos.diagonal(dim1=1, dim2=2)) / units.shape[1]
+    diag = gram.diagonal(dim1=1, dim2=2)  # Σ a², never negative (a sum of squares, also in floating point)
+    inv_norm = (diag + 1e-8).rsqrt_()  # 1 / the official code's sqrt(Σa² + 1e-8)
+    # Σ_v |G_uv| / (n_u n_v) = (1/n_u) · Σ_v |G_uv| · (1/n_v): the U×U matrix is scaled once, in place (the row
+    # scale 1/n_u is applied to the (N, U) sums), one full pass over N·U² floats fewer than scaling it twice.
+    self_cos = diag * inv_norm  # |G_uu| / n_u; times 1/n_u below gives |cos_uu|
+    row = gram.abs_().mul_(inv_norm.unsqueeze(1)).sum(dim=2)
+    return row.sub_(self_cos).mul_(inv_norm).div_(units.shape[1])
 
 
 def _protection_probability(scores: torch.Tensor, mapping: str) -> torch.Tensor:
@@ -198,9 +202,13 @@ def corrdrop_channel(
     with torch.no_grad():
         scores = correlation_scores(x.detach().flatten(2))  # eqs. 13: U = C units, K = HW features
         drop = _sample_drop(_protection_probability(scores, mapping), p, generator)  # eq. 14
-        keep = (~drop).to(x.dtype).view(n, c, 1, 1)
+        # A float32 0/1 mask in one op, scaled in place (an (N, C) mask: dispatch, not arithmetic, is its cost).
+        keep = torch.logical_not(drop, out=torch.empty((n, c), device=x.device, dtype=torch.float32))
         if rescale:
-            keep = keep * keep_fraction_scale(keep, x.dtype)
+            # numel / kept; when every channel is dropped the mask is all zero and any finite scale gives 0, as
+            # keep_fraction_scale's 0 does.
+            keep = keep.mul_(keep.numel() / keep.sum().clamp_min_(1.0))
+        keep = keep.to(x.dtype).view(n, c, 1, 1)
     return x * keep
 
 
