@@ -39,3 +39,13 @@ def assert_keeps_dtype_and_format(module: torch.nn.Module, x: torch.Tensor) -> N
 def binomial_tolerance(n: int, p: float, sigmas: float = 5.0) -> float:
     """Half-width of a ±``sigmas`` band for the mean of ``n`` Bernoulli(p) draws."""
     return sigmas * math.sqrt(max(p * (1 - p), 1e-12) / n)
+
+
+def seeded(seed: int = 0) -> torch.Generator:
+    """A CPU generator seeded with ``seed``."""
+    return torch.Generator().manual_seed(seed)
+
+
+def positive_input(shape, seed: int = 0, offset: float = 0.1) -> torch.Tensor:
+    """U[0, 1) + ``offset``: strictly positive activations (every channel has a GAP score, no exact zeros)."""
+    return torch.rand(shape, generator=seeded(seed)) + offset

@@ -20,15 +20,9 @@ from props import (
     assert_eval_identity,
     assert_keeps_dtype_and_format,
     binomial_tolerance,
+    positive_input,
+    seeded,
 )
-
-
-def _gen(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
-def _positive(shape, seed=0):
-    return torch.rand(shape, generator=_gen(seed)) + 0.1
 
 
 def _blob_maps(h: int, w: int, peaks: list[tuple[int, int]]) -> torch.Tensor:
@@ -52,14 +46,14 @@ class TestMaxActivation:
         assert torch.equal(sim, -torch.tensor([[0.0, 9.0, 4.0, 125.0]]))
 
     def test_box_sum_is_nine_times_the_papers_average_pooling(self):
-        x = torch.randn(2, 3, 5, 8, generator=_gen(16))
+        x = torch.randn(2, 3, 5, 8, generator=seeded(16))
         pooled = torch.nn.functional.avg_pool2d(x, 3, stride=1, padding=1)
         assert torch.allclose(_box3_sum(x) / 9, pooled, atol=1e-6)
 
     def test_drops_the_seed_pattern_group(self):
         peaks = [(2, 2)] * 4 + [(9, 14)] * 4
         x = _blob_maps(12, 17, peaks).expand(200, 8, 12, 17).contiguous()
-        y = channel_dropblock(x, 0.5, generator=_gen(1))  # ⌊0.5·8⌋ = 4
+        y = channel_dropblock(x, 0.5, generator=seeded(1))  # ⌊0.5·8⌋ = 4
         drop = _dropped(y)
         first, second = drop[:, :4].all(1) & ~drop[:, 4:].any(1), drop[:, 4:].all(1) & ~drop[:, :4].any(1)
         assert (first | second).all()
@@ -67,7 +61,7 @@ class TestMaxActivation:
 
     def test_all_channels_same_peak_no_nan_exact_count(self):
         x = _blob_maps(6, 6, [(2, 3)] * 10).expand(300, 10, 6, 6).contiguous()
-        y = channel_dropblock(x, 0.2, generator=_gen(2))
+        y = channel_dropblock(x, 0.2, generator=seeded(2))
         assert torch.isfinite(y).all()
         assert (_dropped(y).sum(1) == 2).all()
         # random tie-breaking: every channel equally likely to be dropped
@@ -77,27 +71,27 @@ class TestMaxActivation:
     def test_ties_all_follows_official_threshold_with_guard(self):
         # all peaks equal: the official code would NaN and drop everything; the guard drops the seed only
         same = _blob_maps(6, 6, [(2, 3)] * 10).expand(50, 10, 6, 6).contiguous()
-        assert (_dropped(channel_dropblock(same, 0.2, ties="all", generator=_gen(3))).sum(1) == 1).all()
+        assert (_dropped(channel_dropblock(same, 0.2, ties="all", generator=seeded(3))).sum(1) == 1).all()
         # a tied group larger than ⌊γC⌋ is dropped whole
         peaks = [(2, 2)] * 5 + [(9, 14)] * 5
         x = _blob_maps(12, 17, peaks).expand(100, 10, 12, 17).contiguous()
-        drop = _dropped(channel_dropblock(x, 0.2, ties="all", generator=_gen(4)))
+        drop = _dropped(channel_dropblock(x, 0.2, ties="all", generator=seeded(4)))
         assert (drop.sum(1) == 5).all()
 
 
 class TestBilinear:
     def test_duplicated_channels_dropped_together(self):
         a = torch.zeros(6, 6)
-        a[:, :3] = torch.rand(6, 3, generator=_gen(5)) + 0.1  # left half
+        a[:, :3] = torch.rand(6, 3, generator=seeded(5)) + 0.1  # left half
         b = torch.zeros(6, 6)
-        b[:, 3:] = torch.rand(6, 3, generator=_gen(6)) + 0.1  # right half: orthogonal to a
+        b[:, 3:] = torch.rand(6, 3, generator=seeded(6)) + 0.1  # right half: orthogonal to a
         x = torch.stack([a] * 3 + [b] * 3).expand(200, 6, 6, 6).contiguous()
-        y = channel_dropblock(x, 0.5, metric="bilinear", generator=_gen(7))
+        y = channel_dropblock(x, 0.5, metric="bilinear", generator=seeded(7))
         drop = _dropped(y)
         assert ((drop[:, :3].all(1) & ~drop[:, 3:].any(1)) | (drop[:, 3:].all(1) & ~drop[:, :3].any(1))).all()
 
     def test_similarity_is_cosine_of_seed_row(self):
-        x = torch.randn(3, 7, 4, 5, generator=_gen(8))
+        x = torch.randn(3, 7, 4, 5, generator=seeded(8))
         seed = torch.tensor([0, 3, 6])
         feats = x.flatten(2)
         feats = feats / feats.norm(dim=2, keepdim=True)
@@ -106,15 +100,15 @@ class TestBilinear:
 
     def test_zero_channels_no_nan(self):
         x = torch.zeros(4, 6, 3, 3)
-        y = channel_dropblock(x, metric="bilinear", generator=_gen(9))
+        y = channel_dropblock(x, metric="bilinear", generator=seeded(9))
         assert torch.isfinite(y).all()
 
 
 class TestCommon:
     @pytest.mark.parametrize("metric", ["max_activation", "bilinear"])
     def test_kept_channels_scaled_by_nominal_rate(self, metric):
-        x = _positive((6, 20, 5, 7))
-        y = channel_dropblock(x, 0.25, metric=metric, generator=_gen(10))
+        x = positive_input((6, 20, 5, 7))
+        y = channel_dropblock(x, 0.25, metric=metric, generator=seeded(10))
         drop = _dropped(y)
         assert (drop.sum(1) == 5).all()
         assert torch.allclose(y[~drop], x[~drop] / 0.75, rtol=1e-6)
@@ -123,18 +117,18 @@ class TestCommon:
         assert ChannelDropBlock().p == 0.2
         assert ChannelDropBlock(metric="bilinear").p == 0.05
         assert ChannelDropBlock(p=0.1, metric="bilinear").p == 0.1
-        x = _positive((4, 40, 3, 3))
-        assert (_dropped(channel_dropblock(x, metric="bilinear", generator=_gen(11))).sum(1) == 2).all()
+        x = positive_input((4, 40, 3, 3))
+        assert (_dropped(channel_dropblock(x, metric="bilinear", generator=seeded(11))).sum(1) == 2).all()
 
     def test_at_least_the_seed_is_dropped(self):
-        x = _positive((5, 4, 3, 3))
-        assert (_dropped(channel_dropblock(x, 0.1, generator=_gen(12))).sum(1) == 1).all()
+        x = positive_input((5, 4, 3, 3))
+        assert (_dropped(channel_dropblock(x, 0.1, generator=seeded(12))).sum(1) == 1).all()
 
     @pytest.mark.parametrize("shape", [(1, 1, 1, 1), (2, 1, 4, 4), (1, 6, 1, 1), (3, 5, 2, 9)])
     def test_degenerate_shapes(self, shape):
-        x = _positive(shape)
+        x = positive_input(shape)
         for metric in ("max_activation", "bilinear"):
-            y = channel_dropblock(x, metric=metric, generator=_gen(13))
+            y = channel_dropblock(x, metric=metric, generator=seeded(13))
             assert y.shape == x.shape and torch.isfinite(y).all()
 
     def test_card(self):
@@ -143,25 +137,25 @@ class TestCommon:
         assert card.defaults["p"] is None and card.defaults["metric"] == "max_activation"
 
     def test_eval_and_p_zero_identity(self):
-        x = _positive((2, 8, 4, 4))
+        x = positive_input((2, 8, 4, 4))
         assert_eval_identity(ChannelDropBlock(), x)
         assert ChannelDropBlock(p=0.0)(x) is x
 
     def test_determinism(self):
-        x = _positive((4, 16, 5, 5))
+        x = positive_input((4, 16, 5, 5))
         for ties in ("random", "all"):
-            a = ChannelDropBlock(ties=ties, generator=_gen(14))(x)
-            assert torch.equal(a, ChannelDropBlock(ties=ties, generator=_gen(14))(x))
+            a = ChannelDropBlock(ties=ties, generator=seeded(14))(x)
+            assert torch.equal(a, ChannelDropBlock(ties=ties, generator=seeded(14))(x))
 
     def test_gradient(self):
-        x = _positive((3, 10, 4, 4)).requires_grad_()
-        y = ChannelDropBlock(generator=_gen(15))(x)
+        x = positive_input((3, 10, 4, 4)).requires_grad_()
+        y = ChannelDropBlock(generator=seeded(15))(x)
         y.sum().backward()
         assert torch.allclose(x.grad, (y / x).detach(), rtol=1e-6)
 
     @pytest.mark.parametrize("kwargs", [{}, {"metric": "bilinear"}, {"ties": "all"}])
     def test_compile_dtype_format(self, kwargs):
-        x = _positive((2, 10, 6, 6))
+        x = positive_input((2, 10, 6, 6))
         assert_compiles_fullgraph(ChannelDropBlock(**kwargs), x)
         assert_keeps_dtype_and_format(ChannelDropBlock(**kwargs), x)
 
@@ -190,7 +184,7 @@ class TestFastPaths:
     @pytest.mark.parametrize("shape", [(3, 5, 7, 9), (2, 4, 1, 6), (2, 3, 6, 1), (1, 2, 1, 1), (4, 6, 16, 16)])
     @pytest.mark.parametrize("kind", ["randn", "relu", "integers"])
     def test_box3_argmax_equals_argmax_of_box_sums(self, shape, kind):
-        x = torch.randn(shape, generator=_gen(20))
+        x = torch.randn(shape, generator=seeded(20))
         if kind == "relu":
             x = torch.relu(x)  # many exact ties (zero maps, equal sums)
         elif kind == "integers":
@@ -202,7 +196,7 @@ class TestFastPaths:
             assert torch.equal(row * shape[3] + col, reference)
 
     def test_box3_argmax_non_finite_maps(self):
-        x = torch.randn(2, 3, 4, 5, generator=_gen(21))
+        x = torch.randn(2, 3, 4, 5, generator=seeded(21))
         x[0, 0] = -math.inf  # every box sum −inf: the first position, as argmax
         x[0, 1, 2, 3] = math.inf  # +inf: its 3×3 neighbourhood wins, first in row-major order
         x[1, 2, 1, 1] = math.nan  # NaN counts as the largest
@@ -231,7 +225,7 @@ class TestFastPaths:
         # Blob maps: many channels share a peak, so the random tie-breaking decides most of the group.
         peaks = [(2, 2), (2, 2), (2, 3), (5, 5), (5, 5), (5, 5), (2, 2), (6, 1)] * 2
         x = _blob_maps(8, 8, peaks).expand(5, 16, 8, 8).contiguous()
-        x = x + 0.01 * torch.rand(x.shape, generator=_gen(seed)).round()
+        x = x + 0.01 * torch.rand(x.shape, generator=seeded(seed)).round()
         for p in (0.2, 0.5):
-            y = channel_dropblock(x, p, generator=_gen(seed))
-            assert torch.equal(y, self._reference(x, p, _gen(seed)))
+            y = channel_dropblock(x, p, generator=seeded(seed))
+            assert torch.equal(y, self._reference(x, p, seeded(seed)))

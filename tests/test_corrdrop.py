@@ -20,15 +20,9 @@ from props import (
     assert_eval_identity,
     assert_keeps_dtype_and_format,
     binomial_tolerance,
+    positive_input,
+    seeded,
 )
-
-
-def _gen(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
-def _positive(shape, seed=0):
-    return torch.rand(shape, generator=_gen(seed)) + 0.1
 
 
 class TestCorrelationScores:
@@ -41,7 +35,7 @@ class TestCorrelationScores:
         assert torch.allclose(correlation_scores(units), torch.full((2, 4), 3 / 4), atol=1e-6)
 
     def test_abs_cosine_mean_including_zero_diagonal(self):
-        a = torch.randn(3, 6, 5, generator=_gen(1))
+        a = torch.randn(3, 6, 5, generator=seeded(1))
         an = a / a.norm(dim=2, keepdim=True)
         expected = ((an @ an.transpose(1, 2)).abs() - torch.eye(6)).abs().sum(2) / 6
         assert torch.allclose(correlation_scores(a), expected, atol=1e-5)
@@ -56,8 +50,8 @@ class TestCorrelationScores:
 
 class TestSpatial:
     def test_mask_constant_on_tiles_and_shared_by_channels(self):
-        x = _positive((6, 5, 12, 17))
-        y = corrdrop_spatial(x, 0.4, block_size=4, rescale=False, generator=_gen(2))
+        x = positive_input((6, 5, 12, 17))
+        y = corrdrop_spatial(x, 0.4, block_size=4, rescale=False, generator=seeded(2))
         keep = (y != 0)
         assert (keep == keep[:, :1]).all()
         tiles = keep[:, 0]
@@ -70,27 +64,27 @@ class TestSpatial:
 
     def test_drop_fraction_matches_p_on_divisible_maps(self):
         # H, W divisible by k: eq. 10 gives p' = p on the pooled grid.
-        x = _positive((2000, 2, 10, 10), seed=3)
-        y = corrdrop_spatial(x, 0.3, block_size=5, rescale=False, generator=_gen(3))
+        x = positive_input((2000, 2, 10, 10), seed=3)
+        y = corrdrop_spatial(x, 0.3, block_size=5, rescale=False, generator=seeded(3))
         dropped = (y[:, 0] == 0).float().mean().item()
         assert abs(dropped - 0.3) < binomial_tolerance(2000 * 4, 0.3)
 
     def test_rate_adjustment_eq10_on_ragged_maps(self):
         h = w = 16
         k = 5  # H' = W' = 4, p' = p/25 · 256/16
-        x = _positive((3000, 2, h, w), seed=4)
-        y = corrdrop_spatial(x, 0.25, block_size=k, rescale=False, generator=_gen(4))
+        x = positive_input((3000, 2, h, w), seed=4)
+        y = corrdrop_spatial(x, 0.25, block_size=k, rescale=False, generator=seeded(4))
         dropped_units = (y[:, 0, ::k, ::k] == 0).float().mean().item()
         expected = 0.25 / k**2 * (h * w) / 16
         assert abs(dropped_units - expected) < binomial_tolerance(3000 * 16, expected)
 
     def test_rescale_is_numel_over_sum_of_batch_mask(self):
-        x = _positive((8, 3, 10, 10), seed=5)
-        y = corrdrop_spatial(x, 0.3, block_size=3, generator=_gen(5))
+        x = positive_input((8, 3, 10, 10), seed=5)
+        y = corrdrop_spatial(x, 0.3, block_size=3, generator=seeded(5))
         keep = (y[:, :1] != 0).float()
         scale = keep.numel() / keep.sum()
         assert torch.allclose(y, x * keep * scale, rtol=1e-6)
-        unscaled = corrdrop_spatial(x, 0.3, block_size=3, rescale=False, generator=_gen(5))
+        unscaled = corrdrop_spatial(x, 0.3, block_size=3, rescale=False, generator=seeded(5))
         assert torch.equal(unscaled != 0, y != 0)
 
     def test_refuses_huge_correlation_matrix(self):
@@ -101,33 +95,33 @@ class TestSpatial:
 
     def test_block_larger_than_map_and_tiny_maps(self):
         for shape, k in [((2, 3, 3, 4), 5), ((1, 1, 1, 1), 5), ((3, 2, 1, 7), 3)]:
-            x = _positive(shape)
-            y = corrdrop_spatial(x, 0.5, block_size=k, generator=_gen(6))
+            x = positive_input(shape)
+            y = corrdrop_spatial(x, 0.5, block_size=k, generator=seeded(6))
             assert y.shape == x.shape and torch.isfinite(y).all()
 
     def test_no_state_mutation(self):
         m = CorrDropSpatial(block_size=7)
-        m(_positive((2, 3, 4, 4)))
+        m(positive_input((2, 3, 4, 4)))
         assert m.block_size == 7 and m.p == 0.2
 
 
 class TestChannel:
     def test_whole_channels_dropped(self):
-        x = _positive((8, 16, 5, 7), seed=7)
-        y = corrdrop_channel(x, 0.5, rescale=False, generator=_gen(7))
+        x = positive_input((8, 16, 5, 7), seed=7)
+        y = corrdrop_channel(x, 0.5, rescale=False, generator=seeded(7))
         zero = (y == 0).flatten(2)
         assert (zero.all(2) | ~zero.any(2)).all()
         assert torch.equal(y[~zero.all(2)], x[~zero.all(2)])
 
     def test_drop_fraction_matches_p(self):
-        x = _positive((1000, 12, 3, 3), seed=8)
-        y = corrdrop_channel(x, 0.2, rescale=False, generator=_gen(8))
+        x = positive_input((1000, 12, 3, 3), seed=8)
+        y = corrdrop_channel(x, 0.2, rescale=False, generator=seeded(8))
         dropped = (y.flatten(2) == 0).all(2).float().mean().item()
         assert abs(dropped - 0.2) < binomial_tolerance(12000, 0.2)
 
     def test_rescale_keeps_expected_sum(self):
         x = torch.ones(400, 16, 2, 2)
-        y = corrdrop_channel(x, 0.3, generator=_gen(9))
+        y = corrdrop_channel(x, 0.3, generator=seeded(9))
         assert y.sum().item() == pytest.approx(x.sum().item(), rel=1e-5)
 
     @pytest.mark.parametrize("mapping", ["softmax", "minmax"])
@@ -137,7 +131,7 @@ class TestChannel:
         base[:3, 0, 0] = 1.0
         base[3, 1, 1] = 1.0
         x = base.expand(6000, 4, 2, 2).contiguous()
-        y = corrdrop_channel(x, 0.5, mapping=mapping, rescale=False, generator=_gen(10))
+        y = corrdrop_channel(x, 0.5, mapping=mapping, rescale=False, generator=seeded(10))
         dropped = (y.flatten(2) == 0).all(2).float().mean(0)
         tol = 2 * binomial_tolerance(6000, 0.5)
         assert dropped[:3].mean() + tol < dropped[3]
@@ -148,8 +142,8 @@ class TestChannel:
 
     @pytest.mark.parametrize("shape", [(1, 1, 1, 1), (1, 5, 1, 1), (2, 3, 4, 9)])
     def test_shapes(self, shape):
-        x = _positive(shape)
-        y = corrdrop_channel(x, 0.5, generator=_gen(11))
+        x = positive_input(shape)
+        y = corrdrop_channel(x, 0.5, generator=seeded(11))
         assert y.shape == x.shape and torch.isfinite(y).all()
 
 
@@ -162,27 +156,27 @@ class TestModules:
         assert card.defaults["p"] == 0.2 and card.taxonomy["theta"] == "p(θ|x)+time"
 
     def test_eval_and_p_zero_identity(self, cls):
-        x = _positive((2, 4, 10, 10))
+        x = positive_input((2, 4, 10, 10))
         assert_eval_identity(cls(), x)
         assert cls(p=0.0)(x) is x
 
     def test_all_zero_input(self, cls):
         x = torch.zeros(3, 4, 10, 10)
-        y = cls(generator=_gen(12))(x)
+        y = cls(generator=seeded(12))(x)
         assert torch.equal(y, x)
 
     def test_determinism(self, cls):
-        x = _positive((4, 6, 10, 10))
-        assert torch.equal(cls(generator=_gen(13))(x), cls(generator=_gen(13))(x))
+        x = positive_input((4, 6, 10, 10))
+        assert torch.equal(cls(generator=seeded(13))(x), cls(generator=seeded(13))(x))
 
     def test_gradient_is_mask_times_scale(self, cls):
-        x = _positive((4, 6, 10, 10)).requires_grad_()
-        y = cls(p=0.4, generator=_gen(14))(x)
+        x = positive_input((4, 6, 10, 10)).requires_grad_()
+        y = cls(p=0.4, generator=seeded(14))(x)
         y.sum().backward()
         assert torch.allclose(x.grad, (y / x).detach(), rtol=1e-6)
 
     def test_compile_dtype_format(self, cls):
-        x = _positive((2, 4, 10, 10))
+        x = positive_input((2, 4, 10, 10))
         assert_compiles_fullgraph(cls(), x)
         assert_keeps_dtype_and_format(cls(), x)
 
@@ -214,7 +208,7 @@ class TestFastPaths:
 
     @pytest.mark.parametrize("shape", [(3, 64, 16), (2, 16, 64), (4, 7, 3)])
     def test_scores_match_normalised_gram_reference(self, shape):
-        a = torch.randn(shape, generator=_gen(40))
+        a = torch.randn(shape, generator=seeded(40))
         a[0, 1] = 0.0  # a zero unit
         a[1, 2] = a[1, 3] * 4.0  # parallel units
         norm = (a.pow(2).sum(2, keepdim=True) + 1e-8).sqrt()
@@ -228,11 +222,11 @@ class TestFastPaths:
         from dropkit.masks import keep_fraction_scale
         from dropkit.methods.corrdrop import _protection_probability, _sample_drop
 
-        x = torch.randn(6, 12, 5, 5, generator=_gen(41)).to(dtype)
+        x = torch.randn(6, 12, 5, 5, generator=seeded(41)).to(dtype)
         for p in (0.2, 0.9):
-            y = corrdrop_channel(x, p, rescale=rescale, generator=_gen(42))
+            y = corrdrop_channel(x, p, rescale=rescale, generator=seeded(42))
             scores = correlation_scores(x.flatten(2))
-            drop = _sample_drop(_protection_probability(scores, "softmax"), p, _gen(42))
+            drop = _sample_drop(_protection_probability(scores, "softmax"), p, seeded(42))
             keep = (~drop).to(dtype).view(6, 12, 1, 1)
             if rescale:
                 keep = keep * keep_fraction_scale(keep, dtype)

@@ -7,15 +7,17 @@ import torch
 
 import dropkit
 from dropkit.methods.focused_dropout import FocusedDropout, ParticipationWeightDecay, focused_dropout
-from props import assert_compiles_fullgraph, assert_eval_identity, assert_keeps_dtype_and_format
+from props import (
+    assert_compiles_fullgraph,
+    assert_eval_identity,
+    assert_keeps_dtype_and_format,
+    positive_input,
+    seeded,
+)
 
 
-def _gen(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
-def _positive(shape, seed=0):
-    return torch.rand(shape, generator=_gen(seed)) + 0.01
+def _positive_01(shape, seed=0):
+    return positive_input(shape, seed, offset=0.01)
 
 
 def _reference_mask(x: torch.Tensor, gamma: float) -> torch.Tensor:
@@ -30,26 +32,26 @@ def _reference_mask(x: torch.Tensor, gamma: float) -> torch.Tensor:
 
 class TestMask:
     def test_mask_shared_by_all_channels(self):
-        x = _positive((6, 10, 7, 9))
-        y = focused_dropout(x, generator=_gen(1))
+        x = _positive_01((6, 10, 7, 9))
+        y = focused_dropout(x, generator=seeded(1))
         zero = y == 0
         assert (zero == zero[:, :1]).all()
 
     @pytest.mark.parametrize("gamma", [0.0, 0.3, 0.45, 0.9])
     def test_matches_brute_force_with_fixed_gamma(self, gamma):
-        x = _positive((5, 6, 6, 8), seed=2)
+        x = _positive_01((5, 6, 6, 8), seed=2)
         y = focused_dropout(x, gamma_range=(gamma, gamma))
         assert torch.equal(y, x * _reference_mask(x, gamma))
 
     def test_no_rescaling_kept_values_exact(self):
-        x = _positive((4, 5, 6, 6), seed=3)
-        y = focused_dropout(x, generator=_gen(3))
+        x = _positive_01((4, 5, 6, 6), seed=3)
+        y = focused_dropout(x, generator=seeded(3))
         kept = y != 0
         assert torch.equal(y[kept], x[kept])
         assert 0 < kept.float().mean() < 1
 
     def test_reference_peak_always_kept(self):
-        x = _positive((8, 4, 5, 5), seed=4)
+        x = _positive_01((8, 4, 5, 5), seed=4)
         y = focused_dropout(x, gamma_range=(0.9, 0.9))
         ref = x.mean(dim=(2, 3)).argmax(1)
         for n in range(x.shape[0]):
@@ -57,27 +59,27 @@ class TestMask:
             assert y[n, :].flatten(1)[:, pos].ne(0).all()
 
     def test_gamma_zero_keeps_every_positive_position_of_reference(self):
-        x = torch.relu(torch.randn(4, 3, 6, 6, generator=_gen(5)))
+        x = torch.relu(torch.randn(4, 3, 6, 6, generator=seeded(5)))
         x[:, 0] += 1.0  # channel 0 is the reference and is positive everywhere
         y = focused_dropout(x, gamma_range=(0.0, 0.0))
         assert torch.equal(y, x)
 
     def test_algorithm_one_range_keeps_less_than_text_range(self):
-        x = _positive((64, 4, 8, 8), seed=6)
-        text = (focused_dropout(x, gamma_range=(0.3, 0.6), generator=_gen(6)) != 0).float().mean()
-        alg1 = (focused_dropout(x, gamma_range=(0.6, 0.9), generator=_gen(6)) != 0).float().mean()
+        x = _positive_01((64, 4, 8, 8), seed=6)
+        text = (focused_dropout(x, gamma_range=(0.3, 0.6), generator=seeded(6)) != 0).float().mean()
+        alg1 = (focused_dropout(x, gamma_range=(0.6, 0.9), generator=seeded(6)) != 0).float().mean()
         assert alg1 < text
 
     def test_gamma_per_position_still_shared_across_channels(self):
-        x = _positive((4, 5, 6, 7), seed=7)
-        y = focused_dropout(x, gamma_per="position", generator=_gen(7))
+        x = _positive_01((4, 5, 6, 7), seed=7)
+        y = focused_dropout(x, gamma_per="position", generator=seeded(7))
         zero = y == 0
         assert (zero == zero[:, :1]).all()
-        assert not torch.equal(y, focused_dropout(x, gamma_per="sample", generator=_gen(7)))
+        assert not torch.equal(y, focused_dropout(x, gamma_per="sample", generator=seeded(7)))
 
     def test_p_is_per_sample_probability(self):
-        x = _positive((2000, 2, 4, 4), seed=8)
-        y = focused_dropout(x, 0.3, gamma_range=(0.9, 0.9), generator=_gen(8))
+        x = _positive_01((2000, 2, 4, 4), seed=8)
+        y = focused_dropout(x, 0.3, gamma_range=(0.9, 0.9), generator=seeded(8))
         focused = (y != x).flatten(1).any(1).float().mean().item()
         assert abs(focused - 0.3) < 0.05
         assert focused_dropout(x, 0.0) is x
@@ -86,23 +88,23 @@ class TestMask:
 class TestDegenerate:
     def test_all_zero_input(self):
         x = torch.zeros(2, 3, 4, 4)
-        y = focused_dropout(x, generator=_gen(9))
+        y = focused_dropout(x, generator=seeded(9))
         assert torch.equal(y, x)
 
     def test_negative_reference_keeps_its_peak(self):
-        x = -_positive((3, 4, 5, 5), seed=10)
-        y = focused_dropout(x, generator=_gen(10))
+        x = -_positive_01((3, 4, 5, 5), seed=10)
+        y = focused_dropout(x, generator=seeded(10))
         assert torch.isfinite(y).all()
         assert (y != 0).flatten(1).any(1).all()
 
     def test_constant_channels_keep_everything(self):
         x = torch.full((2, 3, 4, 5), 2.0)
-        assert torch.equal(focused_dropout(x, generator=_gen(11)), x)
+        assert torch.equal(focused_dropout(x, generator=seeded(11)), x)
 
     @pytest.mark.parametrize("shape", [(1, 1, 1, 1), (1, 1, 6, 3), (3, 5, 1, 1), (1, 4, 2, 9)])
     def test_shapes(self, shape):
-        x = _positive(shape)
-        y = focused_dropout(x, generator=_gen(12))
+        x = _positive_01(shape)
+        y = focused_dropout(x, generator=seeded(12))
         assert y.shape == x.shape and torch.isfinite(y).all()
 
 
@@ -122,27 +124,27 @@ class TestModule:
         assert "participation=0.2" in repr(m)
 
     def test_regularizes_only_when_enabled(self):
-        x = _positive((2, 3, 5, 5))
-        m = FocusedDropout(generator=_gen(13))
+        x = _positive_01((2, 3, 5, 5))
+        m = FocusedDropout(generator=seeded(13))
         assert not torch.equal(m(x), x)
         m.enabled = False
         assert m(x) is x
 
     def test_eval_identity(self):
-        assert_eval_identity(FocusedDropout(), _positive((2, 3, 5, 5)))
+        assert_eval_identity(FocusedDropout(), _positive_01((2, 3, 5, 5)))
 
     def test_determinism(self):
-        x = _positive((4, 6, 5, 5))
-        assert torch.equal(FocusedDropout(generator=_gen(14))(x), FocusedDropout(generator=_gen(14))(x))
+        x = _positive_01((4, 6, 5, 5))
+        assert torch.equal(FocusedDropout(generator=seeded(14))(x), FocusedDropout(generator=seeded(14))(x))
 
     def test_gradient_is_the_mask(self):
-        x = _positive((3, 4, 5, 6)).requires_grad_()
-        y = FocusedDropout(generator=_gen(15))(x)
+        x = _positive_01((3, 4, 5, 6)).requires_grad_()
+        y = FocusedDropout(generator=seeded(15))(x)
         y.sum().backward()
         assert torch.equal(x.grad, (y != 0).float())
 
     def test_compile_dtype_format(self):
-        x = _positive((2, 4, 6, 6))
+        x = _positive_01((2, 4, 6, 6))
         assert_compiles_fullgraph(FocusedDropout(), x)
         assert_keeps_dtype_and_format(FocusedDropout(), x)
 

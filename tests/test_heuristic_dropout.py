@@ -11,15 +11,11 @@ import torch.nn.functional as F
 
 import dropkit
 from dropkit.methods.heuristic_dropout import LAPLACE_KERNEL, HeuristicDropout, heuristic_dropout, heuristic_scores
-from props import assert_compiles_fullgraph, assert_eval_identity, assert_keeps_dtype_and_format
-
-
-def _gen(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
+from props import assert_compiles_fullgraph, assert_eval_identity, assert_keeps_dtype_and_format, seeded
 
 
 def _relu_input(shape, seed=0):
-    return torch.relu(torch.randn(shape, generator=_gen(seed)))
+    return torch.relu(torch.randn(shape, generator=seeded(seed)))
 
 
 def _laplace_all(x: torch.Tensor) -> torch.Tensor:
@@ -80,7 +76,7 @@ class TestScores:
 
     def test_int64_index_path_agrees(self, monkeypatch):
         module = importlib.import_module("dropkit.methods.heuristic_dropout")
-        x = torch.randn(3, 5, 4, 6, generator=_gen(12))
+        x = torch.randn(3, 5, 4, 6, generator=seeded(12))
         expected = heuristic_scores(x)
         monkeypatch.setattr(module, "_FLOAT_EXACT_LIMIT", 0)
         assert torch.equal(heuristic_scores(x), expected)
@@ -131,7 +127,7 @@ class TestTransform:
     def test_gradient_through_laplacian_and_identity(self):
         x = _relu_input((2, 10, 5, 6), seed=8).requires_grad_()
         y = heuristic_dropout(x, 0.3)
-        weight = torch.randn(y.shape, generator=_gen(8))
+        weight = torch.randn(y.shape, generator=seeded(8))
         (y * weight).sum().backward()
         changed = _changed(y.detach(), x.detach())
         x2 = x.detach().clone().requires_grad_()
@@ -153,7 +149,7 @@ class TestDegenerate:
         assert torch.equal(y, x)
 
     def test_negative_input_no_nan(self):
-        x = -torch.rand(2, 10, 4, 4, generator=_gen(10))
+        x = -torch.rand(2, 10, 4, 4, generator=seeded(10))
         assert torch.isfinite(heuristic_scores(x)).all()
         assert torch.isfinite(heuristic_dropout(x)).all()
 
@@ -213,12 +209,12 @@ class TestFastPaths:
     @pytest.mark.parametrize("shape", [(3, 7, 6, 5), (2, 4, 16, 16), (4, 3, 1, 9), (2, 5, 1, 1)])
     @pytest.mark.parametrize("bins", [10, 7])
     def test_scores_match_reference_on_signed_input(self, shape, bins):
-        x = torch.randn(shape, generator=_gen(30)) * 1.5
+        x = torch.randn(shape, generator=seeded(30)) * 1.5
         x[0, 0] = 4.25  # a constant channel: variance exactly 0
         torch.testing.assert_close(heuristic_scores(x, bins=bins), _reference_scores(x, bins=bins), rtol=1e-5, atol=1e-4)
 
     def test_scores_of_channels_last_and_bf16_input(self):
-        x = torch.randn(2, 6, 5, 7, generator=_gen(31))
+        x = torch.randn(2, 6, 5, 7, generator=seeded(31))
         expected = heuristic_scores(x)
         assert torch.equal(heuristic_scores(x.contiguous(memory_format=torch.channels_last)), expected)
         xb = x.to(torch.bfloat16)
@@ -226,14 +222,14 @@ class TestFastPaths:
 
     @pytest.mark.parametrize("layout", ["contiguous", "channels_last", "bf16"])
     def test_forward_and_gradient_match_autograd_reference(self, layout):
-        x = torch.randn(3, 10, 6, 7, generator=_gen(32))
+        x = torch.randn(3, 10, 6, 7, generator=seeded(32))
         if layout == "channels_last":
             x = x.contiguous(memory_format=torch.channels_last)
         elif layout == "bf16":
             x = x.to(torch.bfloat16)
         x = x.requires_grad_()
         y = heuristic_dropout(x, 0.3)
-        weight = torch.randn(y.shape, generator=_gen(33)).to(x.dtype)
+        weight = torch.randn(y.shape, generator=seeded(33)).to(x.dtype)
         (y * weight).sum().backward()
         # Reference: index_put of the Laplacian of the selected channels, differentiated by autograd.
         top = heuristic_scores(x.detach()).topk(3, dim=1).indices
@@ -251,7 +247,7 @@ class TestFastPaths:
             assert y.is_contiguous(memory_format=torch.channels_last)
 
     def test_compiled_forward_and_backward_match_eager(self):
-        x = torch.randn(2, 10, 6, 6, generator=_gen(34))
+        x = torch.randn(2, 10, 6, 6, generator=seeded(34))
         torch._dynamo.reset()
         compiled = torch.compile(HeuristicDropout(p=0.3), fullgraph=True, backend="eager")
         xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()

@@ -12,15 +12,9 @@ from props import (
     assert_eval_identity,
     assert_keeps_dtype_and_format,
     binomial_tolerance,
+    positive_input,
+    seeded,
 )
-
-
-def _gen(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
-def _positive(shape, seed=0):
-    return torch.rand(shape, generator=_gen(seed)) + 0.1
 
 
 def _kept_channels(y: torch.Tensor) -> torch.Tensor:
@@ -30,14 +24,14 @@ def _kept_channels(y: torch.Tensor) -> torch.Tensor:
 
 class TestSelection:
     def test_wrs_keeps_exactly_round_ratio_channels_when_rng_keeps_all(self):
-        x = _positive((16, 20, 4, 5))
+        x = positive_input((16, 20, 4, 5))
         for ratio, expected in [(0.8, 16), (0.5, 10), (0.33, 7), (0.01, 1)]:
-            y = weighted_channel_dropout(x, 0.0, wrs_ratio=ratio, generator=_gen(1))
+            y = weighted_channel_dropout(x, 0.0, wrs_ratio=ratio, generator=seeded(1))
             assert (_kept_channels(y).sum(dim=1) == expected).all()
 
     def test_kept_channels_are_scaled_copies_and_dropped_are_zero(self):
-        x = _positive((8, 12, 3, 3))
-        y = weighted_channel_dropout(x, 0.3, wrs_ratio=0.7, generator=_gen(2))
+        x = positive_input((8, 12, 3, 3))
+        y = weighted_channel_dropout(x, 0.3, wrs_ratio=0.7, generator=seeded(2))
         kept = _kept_channels(y)
         ratio = y / x  # x > 0 everywhere
         # one α per sample, the same for every kept channel and position
@@ -47,22 +41,22 @@ class TestSelection:
             assert (y[n][~kept[n]] == 0).all()
 
     def test_alpha_preserves_total_gap_mass_per_sample(self):
-        x = _positive((10, 16, 4, 4))
-        y = weighted_channel_dropout(x, 0.4, wrs_ratio=0.6, generator=_gen(3))
+        x = positive_input((10, 16, 4, 4))
+        y = weighted_channel_dropout(x, 0.4, wrs_ratio=0.6, generator=seeded(3))
         assert torch.allclose(y.mean(dim=(2, 3)).sum(1), x.mean(dim=(2, 3)).sum(1), rtol=1e-5)
 
     def test_keep_probability_increases_with_score(self):
         c = 8
         scores = torch.arange(1, c + 1, dtype=torch.float32)  # channel c has GAP score c + 1
         x = scores.view(1, c, 1, 1).expand(4000, c, 2, 2).contiguous()
-        y = weighted_channel_dropout(x, 0.0, wrs_ratio=0.5, generator=_gen(4))
+        y = weighted_channel_dropout(x, 0.0, wrs_ratio=0.5, generator=seeded(4))
         freq = _kept_channels(y).float().mean(0)
         assert (freq[1:] - freq[:-1] > 0).all(), freq
         assert freq.sum().item() == pytest.approx(4.0)  # exactly 4 of 8 per sample
 
     def test_equal_scores_give_keep_probability_ratio_times_q(self):
         x = torch.ones(3000, 10, 2, 2)
-        y = weighted_channel_dropout(x, 0.5, wrs_ratio=0.8, generator=_gen(5))
+        y = weighted_channel_dropout(x, 0.5, wrs_ratio=0.8, generator=seeded(5))
         rate = _kept_channels(y).float().mean().item()
         assert abs(rate - 0.8 * 0.5) < binomial_tolerance(30000, 0.4)
         # every channel equally likely under equal scores
@@ -70,19 +64,19 @@ class TestSelection:
         assert (per_channel - 0.4).abs().max() < binomial_tolerance(3000, 0.4)
 
     def test_wrs_ratio_one_is_channel_dropout_with_keep_q(self):
-        x = _positive((2000, 8, 2, 2))
-        y = weighted_channel_dropout(x, 0.25, wrs_ratio=1.0, generator=_gen(6))
+        x = positive_input((2000, 8, 2, 2))
+        y = weighted_channel_dropout(x, 0.25, wrs_ratio=1.0, generator=seeded(6))
         rate = _kept_channels(y).float().mean().item()
         assert abs(rate - 0.75) < binomial_tolerance(16000, 0.75)
 
     def test_ratio_one_and_p_zero_is_identity(self):
-        x = _positive((2, 4, 3, 3))
+        x = positive_input((2, 4, 3, 3))
         assert weighted_channel_dropout(x, 0.0, wrs_ratio=1.0) is x
 
     def test_pure_wrs_module_is_active_at_p_zero(self):
         m = WeightedChannelDropout(p=0.0, wrs_ratio=0.5)
         assert m.active
-        y = m(_positive((4, 10, 2, 2)))
+        y = m(positive_input((4, 10, 2, 2)))
         assert (_kept_channels(y).sum(1) == 5).all()
         m.wrs_ratio = 1.0
         assert not m.active
@@ -91,28 +85,28 @@ class TestSelection:
 class TestDegenerate:
     def test_all_zero_input_gives_zero_without_nan(self):
         x = torch.zeros(3, 6, 4, 4)
-        y = weighted_channel_dropout(x, 0.2, generator=_gen(7))
+        y = weighted_channel_dropout(x, 0.2, generator=seeded(7))
         assert torch.equal(y, x)
 
     def test_zero_sample_next_to_normal_sample(self):
-        x = _positive((2, 6, 3, 3))
+        x = positive_input((2, 6, 3, 3))
         x[0] = 0
-        y = weighted_channel_dropout(x, 0.2, generator=_gen(8))
+        y = weighted_channel_dropout(x, 0.2, generator=seeded(8))
         assert torch.isfinite(y).all() and (y[0] == 0).all()
         assert torch.allclose(y[1].mean(dim=(1, 2)).sum(), x[1].mean(dim=(1, 2)).sum(), rtol=1e-5)
 
     def test_negative_inputs_stay_finite(self):
-        x = torch.randn(4, 8, 5, 3, generator=_gen(9))
-        assert torch.isfinite(weighted_channel_dropout(x, 0.1, generator=_gen(9))).all()
+        x = torch.randn(4, 8, 5, 3, generator=seeded(9))
+        assert torch.isfinite(weighted_channel_dropout(x, 0.1, generator=seeded(9))).all()
 
     def test_p_one_drops_everything(self):
-        x = _positive((2, 5, 2, 2))
+        x = positive_input((2, 5, 2, 2))
         assert (weighted_channel_dropout(x, 1.0) == 0).all()
 
     @pytest.mark.parametrize("shape", [(1, 1, 1, 1), (1, 7, 1, 1), (2, 3, 5, 9), (3, 4, 6), (2, 4, 2, 3, 3)])
     def test_shapes(self, shape):
-        x = _positive(shape)
-        y = weighted_channel_dropout(x, 0.1, generator=_gen(10))
+        x = positive_input(shape)
+        y = weighted_channel_dropout(x, 0.1, generator=seeded(10))
         assert y.shape == x.shape and torch.isfinite(y).all()
 
 
@@ -124,12 +118,12 @@ class TestModule:
         assert card.taxonomy["unit"] == "channel"
 
     def test_eval_identity(self):
-        assert_eval_identity(WeightedChannelDropout(), _positive((2, 8, 3, 3)))
+        assert_eval_identity(WeightedChannelDropout(), positive_input((2, 8, 3, 3)))
 
     def test_generator_determinism(self):
-        x = _positive((4, 16, 3, 3))
-        a = WeightedChannelDropout(generator=_gen(11))(x)
-        b = WeightedChannelDropout(generator=_gen(11))(x)
+        x = positive_input((4, 16, 3, 3))
+        a = WeightedChannelDropout(generator=seeded(11))(x)
+        b = WeightedChannelDropout(generator=seeded(11))(x)
         assert torch.equal(a, b)
         torch.manual_seed(5)
         c = WeightedChannelDropout()(x)
@@ -137,20 +131,20 @@ class TestModule:
         assert torch.equal(c, WeightedChannelDropout()(x))
 
     def test_gradient_is_the_multiplier(self):
-        x = _positive((4, 10, 3, 3)).requires_grad_()
-        y = WeightedChannelDropout(p=0.3, wrs_ratio=0.6, generator=_gen(12))(x)
+        x = positive_input((4, 10, 3, 3)).requires_grad_()
+        y = WeightedChannelDropout(p=0.3, wrs_ratio=0.6, generator=seeded(12))(x)
         y.sum().backward()
         assert torch.allclose(x.grad, (y / x).detach(), rtol=1e-6)
 
     def test_compile_dtype_format(self):
-        x = _positive((2, 8, 4, 4))
+        x = positive_input((2, 8, 4, 4))
         assert_compiles_fullgraph(WeightedChannelDropout(), x)
         assert_keeps_dtype_and_format(WeightedChannelDropout(), x)
 
     def test_disabled_is_identity(self):
         m = WeightedChannelDropout()
         m.enabled = False
-        x = _positive((2, 4, 2, 2))
+        x = positive_input((2, 4, 2, 2))
         assert m(x) is x
 
 
