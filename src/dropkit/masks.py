@@ -227,7 +227,8 @@ def sample_block_keep_mask(
       so a position is covered iff the AND of its coordinates' words is non-zero: one full-size integer AND
       instead of a pooling pass. It draws K numbers
       per map instead of V, which is why DropBlock costs a fraction of the convolution it regularizes.
-    * ``"auto"``: sparse when at most 32 candidate seeds per map suffice, else dense.
+    * ``"auto"``: on the CPU, sparse when at most 32 candidate seeds per map suffice, else dense; on other devices
+      dense (kernel launches, not memory traffic, bound these small maps there).
     """
     d = len(block)
     spatial = tuple(like.shape[like.ndim - d:])
@@ -236,7 +237,10 @@ def sample_block_keep_mask(
     rows = math.prod(lead_shape)
     k = _max_seed_count(n_valid, gamma, _SEED_COUNT_TAIL)
     if algorithm == "auto":
-        algorithm = "sparse" if k <= _SPARSE_MAX_SEEDS else "dense"
+        # On a GPU these maps are launch-bound, not bandwidth-bound: the dense sampler's ~10 kernels beat the
+        # sparse one's ~40 small ones (H200, (64, 64, 16, 16): sparse 1.10 ms fwd+bwd against 0.74 ms for the
+        # textbook algorithm). On the CPU the sparse sampler wins by an order of magnitude.
+        algorithm = "sparse" if k <= _SPARSE_MAX_SEEDS and like.device.type == "cpu" else "dense"
     if k == 0:  # γ = 0: nothing to drop
         return torch.ones((*lead_shape, *spatial), device=like.device, dtype=like.dtype)
     if algorithm == "dense" or gamma >= 1.0:
