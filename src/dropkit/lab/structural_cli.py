@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dropkit.lab.cli import _add_training_args, _overrides, _set_threads, probe_subparsers
+from dropkit.lab.cli import _add_training_args, _overrides, probe_subparsers
 
 __all__ = ["register_commands", "width_probe", "plot_width_curve"]
 
@@ -76,7 +76,6 @@ def _cmd_probe_width(args: argparse.Namespace) -> int:
     from dropkit.lab.store import Store
     from dropkit.lab.train import RunConfig
 
-    _set_threads(args)
     # One hidden layer of 512: the cut's H/c scale compounds across stacked Structural-Dropout layers.
     values = {"placement": "fc", "model_params": {"hidden": [args.hidden]}, **_overrides(args)}
     values.update({"method": "structural_dropout", "seed": args.seed, "params": {"lower_bound": args.lower_bound}})
