@@ -205,9 +205,7 @@ def corrdrop_channel(
         # A float32 0/1 mask in one op, scaled in place (an (N, C) mask: dispatch, not arithmetic, is its cost).
         keep = torch.logical_not(drop, out=torch.empty((n, c), device=x.device, dtype=torch.float32))
         if rescale:
-            # numel / kept; when every channel is dropped the mask is all zero and any finite scale gives 0, as
-            # keep_fraction_scale's 0 does.
-            keep = keep.mul_(keep.numel() / keep.sum().clamp_min_(1.0))
+            keep = keep.mul_(keep_fraction_scale(keep))
         keep = keep.to(x.dtype).view(n, c, 1, 1)
     return x * keep
 
