@@ -9,8 +9,8 @@ label- and statistics-aware methods get targets, validation batches and the end-
 ``dropkit.protocol``, as any user's loop would.
 
 FocusedDropout's "magnified weight decay": when the card's schedule holds ``weight_decay`` and the schedule
-exposes ``participating``, the optimizer uses that weight decay on the participating batches and the run's
-own ``weight_decay`` on the others.
+exposes ``participating``, the library's ``dropkit.ParticipationWeightDecay`` raises the optimizer's weight decay
+to that value on the participating batches; as that class documents, a run whose own ``weight_decay`` is 0 keeps 0.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from torch import nn
 
 import dropkit
 import dropkit.schedule
-from dropkit import protocol
+from dropkit import ParticipationWeightDecay, protocol
 from dropkit.lab.config import BASELINE, RunConfig, json_safe, primary_metric
 from dropkit.lab.data import Dataset, load_dataset
 from dropkit.lab.env import environment, resolve_device
@@ -137,11 +137,11 @@ def train(config: RunConfig, *, dataset: Dataset | None = None,
     lr_lambda = ((lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / total_steps)))
                  if config.lr_schedule == "cosine" else (lambda s: 1.0))
     lr_sched = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
-    schedule, mwd = None, None
+    schedule, weight_decay_rule = None, None
     if card is not None:
         schedule = dropkit.schedule.from_card(card, model, total_steps)
-        if card.schedule is not None and "weight_decay" in card.schedule:
-            mwd = float(card.schedule["weight_decay"])
+        if card.schedule is not None and "weight_decay" in card.schedule and hasattr(schedule, "participating"):
+            weight_decay_rule = ParticipationWeightDecay(optimizer, schedule, float(card.schedule["weight_decay"]))
     # The protocol speaks class labels (N,); per-pixel targets of a segmentation set have no label-aware reading.
     aware = task == "classification"
     x_val, y_val = data.x_val.to(device), data.y_val.to(device)
@@ -160,9 +160,8 @@ def train(config: RunConfig, *, dataset: Dataset | None = None,
             xb, yb = data.x_train[idx].to(device), data.y_train[idx].to(device)
             if schedule is not None:
                 schedule.step()
-            if mwd is not None and hasattr(schedule, "participating"):
-                for group in optimizer.param_groups:
-                    group["weight_decay"] = mwd if schedule.participating else config.weight_decay
+            if weight_decay_rule is not None:
+                weight_decay_rule.step()
             try:
                 if aware and len(y_val) and protocol.wants_validation(model):
                     if val_perm is None or val_pos >= len(y_val):
