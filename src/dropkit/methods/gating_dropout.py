@@ -44,7 +44,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from dropkit import moe as _moe
+from dropkit import moe as _moe  # group_device looked up at call time (tests replace it)
 from dropkit.base import DropkitModule
 from dropkit.moe import CommStats, MoELayer, group_size_and_rank
 from dropkit.registry import register
