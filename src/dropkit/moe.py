@@ -9,7 +9,9 @@ The mechanics follow the mainstream implementations (``shared/specs/neuron_struc
 * **Capacity** C = ceil(k·S/E·cf), at least ``min_capacity`` and at most S (an expert cannot receive more than S
   of a rank's S tokens); cf = 1.0 in training and 2.0 in eval (Switch, as used by Gating Dropout). Tokens over
   capacity are dropped (their MoE output is 0; the caller's residual carries them). Top-1 uses Random Token
-  Selection by default (DeepSpeed ``use_rts``); top-2 uses first-come order (DeepSpeed, fairseq).
+  Selection by default (DeepSpeed ``use_rts``); top-2 uses first-come order (DeepSpeed, fairseq). Without token
+  dropping (``drop_tokens=False``) C is the largest per-expert count of the *actual* choices, noise included,
+  all-reduced (MAX) over the group, as DeepSpeed does: nothing is dropped, at the price of a host sync.
 * **Load-balancing loss** l_aux = E·Σ_e me_e·ce_e, me = mean gate probability, ce = fraction of tokens whose
   *first* choice is e, both before capacity drops; it is 1 for perfectly uniform routing. For top-2 this is the
   fixed form mean(me·ce)·E² (DeepSpeed PR #5156).
@@ -21,6 +23,7 @@ The mechanics follow the mainstream implementations (``shared/specs/neuron_struc
   is exchanged with one autograd-aware ``all_to_all_single`` (its backward is the reverse all-to-all), the L
   local experts run batched on (L, W·C, M), and a second all-to-all brings the results home. Every rank must
   pass the same number of tokens (all-to-all needs equal slabs), as in DeepSpeed; fairseq pads instead.
+  Collectives other than the all-to-all run on :func:`group_device` (the GPU for NCCL, the CPU for gloo).
 
 Experts are initialised from the default RNG as the whole (E, ...) stack and then sliced to the rank's L experts,
 so W ranks seeded identically (``torch.manual_seed``) hold exactly the experts of the one-process model built
@@ -37,6 +40,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from dropkit.masks import sample_uniform
+
 __all__ = [
     "Routing",
     "CommStats",
@@ -48,6 +53,9 @@ __all__ = [
     "ExpertFFN",
     "MoELayer",
     "group_size_and_rank",
+    "group_device",
+    "backend_device_type",
+    "no_drop_capacity",
     "sync_gradients",
     "broadcast_shared_parameters",
 ]
@@ -109,6 +117,29 @@ def group_size_and_rank(group: Any) -> tuple[int, int]:
     return dist.get_world_size(group), dist.get_rank(group)
 
 
+def backend_device_type(backend: str) -> str:
+    """Device type of the tensors a ``torch.distributed`` backend takes: ``"cpu"`` for gloo, mpi and any backend
+    with a CPU part (``"cpu:gloo,cuda:nccl"``), else the device whose default backend it is (nccl → cuda)."""
+    backend = str(backend).lower()
+    if backend in ("gloo", "mpi") or "cpu" in backend:
+        return "cpu"
+    for device_type, name in dist.Backend.default_device_backend_map.items():
+        if name == backend and device_type != "cpu":
+            return device_type
+    return "cpu"
+
+
+def group_device(group: Any) -> torch.device:
+    """Device for the small collectives (decisions, checks) of ``group``: NCCL only takes CUDA tensors, on the
+    rank's current GPU; gloo takes CPU tensors. The CPU for ``group=None``."""
+    if group is None:
+        return torch.device("cpu")
+    device_type = backend_device_type(dist.get_backend(group))
+    if device_type == "cpu":
+        return torch.device("cpu")
+    return torch.device(device_type, getattr(torch, device_type).current_device())
+
+
 # ----------------------------------------------------------------------------------------------------- gating
 
 
@@ -118,38 +149,59 @@ def compute_capacity(num_tokens: int, num_experts: int, k: int, capacity_factor:
     return max(1, min(max(capacity, min_capacity), num_tokens))
 
 
+def no_drop_capacity(load: torch.Tensor, group: Any = None) -> int:
+    """C that drops nothing: the largest entry of the per-expert ``load`` (E,), all-reduced (MAX) over ``group``
+    so that every rank uses the same C (DeepSpeed ``drop_tokens=False``). At least 1. A host sync."""
+    with torch.no_grad():
+        peak = load.max().reshape(1).to(torch.int64) if load.numel() else load.new_zeros(1, dtype=torch.int64)
+        if group is not None and dist.get_world_size(group) > 1:
+            peak = peak.to(group_device(group))
+            dist.all_reduce(peak, op=dist.ReduceOp.MAX, group=group)
+    return max(1, int(peak.item()))
+
+
 def _gumbel(shape: torch.Size, like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    u = torch.rand(shape, generator=generator, device=like.device, dtype=torch.float32).to(like.dtype)
+    """Standard Gumbel noise −log(−log u) in ``like``'s dtype and device.
+
+    Both logs get a positive argument: u is clamped away from 0 and −log u (which is ≥ 0, and 0 when u rounds to
+    1 in a low precision) away from 0 before the outer log.
+    """
+    u = sample_uniform(shape, like, generator).to(like.dtype)
     tiny = torch.finfo(like.dtype).tiny
-    return -torch.log(-torch.log(u.clamp_min(tiny)).clamp_min(tiny))
+    return -torch.log((-torch.log(u.clamp_min(tiny))).clamp_min(tiny))
 
 
 def top1_gating(
     logits: torch.Tensor,
-    capacity: int,
+    capacity: int | None,
     *,
     use_rts: bool = True,
     rsample: bool = False,
     generator: torch.Generator | None = None,
+    group: Any = None,
 ) -> Routing:
     """Switch / DeepSpeed ``top1gating`` on float32 ``logits`` (S, E).
 
     The combine weight is the chosen expert's gate probability (not renormalised). Over capacity, ``use_rts``
     keeps a uniformly random C of an expert's tokens (Random Token Selection); otherwise the first C in order.
     ``rsample`` picks the expert by argmax of Gumbel-perturbed logits (DeepSpeed ``"RSample"``).
+    ``capacity=None`` drops nothing: C is the largest load of the choices made, over ``group``
+    (:func:`no_drop_capacity`).
     """
     S, E = logits.shape
     gates = torch.softmax(logits, dim=1)
     choice = logits + _gumbel(logits.shape, logits, generator) if rsample else gates
     index = choice.argmax(dim=1)
     mask = F.one_hot(index, E).to(logits.dtype)
+    if capacity is None:
+        capacity = no_drop_capacity(mask.sum(0), group)
     # Load balance from the router's wish, before capacity drops (DeepSpeed, Switch).
     l_aux = (gates.mean(0) * mask.mean(0)).sum() * E
     with torch.no_grad():
         if use_rts:
             # Priority in [1, 2) for a token routed to e, 0 otherwise: the top-C by priority are C random tokens
             # among those routed to e (or all of them when fewer).
-            u = torch.rand(mask.shape, generator=generator, device=logits.device, dtype=torch.float32).to(mask.dtype)
+            u = sample_uniform(mask.shape, logits, generator).to(mask.dtype)
             top = (mask * (1.0 + u)).topk(capacity, dim=0).indices
             mask = torch.zeros_like(mask).scatter_(0, top, 1.0) * mask
         else:
@@ -162,10 +214,11 @@ def top1_gating(
 
 def top2_gating(
     logits: torch.Tensor,
-    capacity: int,
+    capacity: int | None,
     *,
     sample_second: bool = True,
     generator: torch.Generator | None = None,
+    group: Any = None,
 ) -> Routing:
     """GShard top-2 as in DeepSpeed / fairseq ``top2gating`` on float32 ``logits`` (S, E).
 
@@ -173,6 +226,7 @@ def top2_gating(
     (``second_expert_policy="sampling"``) when ``sample_second``, else the plain second best. Capacity is
     first-come, the second choices queued after all first choices. The two kept weights are renormalised to sum
     to 1 (after capacity drops, DeepSpeed's order); a token that lost both choices gets weight 0.
+    ``capacity=None`` drops nothing: C is the largest load of both choices, over ``group``.
     """
     S, E = logits.shape
     gates = torch.softmax(logits, dim=1)
@@ -181,6 +235,8 @@ def top2_gating(
     noisy = logits + _gumbel(logits.shape, logits, generator) if sample_second else logits
     index2 = noisy.masked_fill(mask1.bool(), float("-inf")).argmax(dim=1)
     mask2 = F.one_hot(index2, E).to(logits.dtype)
+    if capacity is None:
+        capacity = no_drop_capacity((mask1 + mask2).sum(0), group)
     l_aux = (gates.mean(0) * mask1.mean(0)).mean() * E * E
     with torch.no_grad():
         loc1 = mask1.cumsum(0) - 1.0
@@ -312,27 +368,19 @@ class MoELayer(nn.Module):
         # float32 at least (float64 stays float64, for gradcheck); never bf16/fp16: softmax and cumsum need it.
         h = x.to(torch.promote_types(x.dtype, torch.float32))
         if self.training and self.noisy_gate == "jitter":
-            u = torch.rand(h.shape, generator=generator, device=h.device, dtype=torch.float32)
+            u = sample_uniform(h.shape, h, generator).to(h.dtype)
             h = h * (1.0 - self.jitter_eps + 2.0 * self.jitter_eps * u)
         logits = F.linear(h, self.gate.weight.to(h.dtype))
+        capacity: int | None = None  # drop_tokens=False: sized by the gating function from its noisy choices
         if self.drop_tokens:
             cf = self.capacity_factor if self.training else self.eval_capacity_factor
             capacity = compute_capacity(S, self.num_experts, self.k, cf, self.min_capacity)
-        else:
-            capacity = self._no_drop_capacity(logits)
+        group = self.process_group if self.world_size > 1 else None
         if self.k == 1:
             rsample = self.training and self.noisy_gate == "rsample"
-            return top1_gating(logits, capacity, use_rts=self.use_rts, rsample=rsample, generator=generator)
-        return top2_gating(logits, capacity, sample_second=self.training, generator=generator)
-
-    def _no_drop_capacity(self, logits: torch.Tensor) -> int:
-        # DeepSpeed drop_tokens=False: C = the largest per-expert load over the group (host sync, one all-reduce).
-        with torch.no_grad():
-            top = logits.topk(self.k, dim=1).indices
-            load = F.one_hot(top, self.num_experts).sum((0, 1)).max().reshape(1)
-            if self.world_size > 1:
-                dist.all_reduce(load, op=dist.ReduceOp.MAX, group=self.process_group)
-        return max(1, int(load.item()))
+            return top1_gating(logits, capacity, use_rts=self.use_rts, rsample=rsample, generator=generator,
+                               group=group)
+        return top2_gating(logits, capacity, sample_second=self.training, generator=generator, group=group)
 
     # -- paths
     def forward_routed(self, x: torch.Tensor, *, exchange: bool = True,
@@ -340,8 +388,11 @@ class MoELayer(nn.Module):
         """Route x (S, M), run the experts, combine: returns (y (S, M), l_aux).
 
         ``exchange=False`` is fairseq's local drop: the same (E, C, M) buffer is handed to the local experts
-        without the two all-to-alls, expert e being served by local expert e mod L.
+        without the two all-to-alls, expert e being served by local expert e mod L. No tokens (S = 0, on every
+        rank of the group) give the empty output and a zero aux loss.
         """
+        if x.shape[0] == 0:
+            return self.empty_output(x)
         routing = self.route(x, generator)
         E, C, W, L, M = self.num_experts, routing.capacity, self.world_size, self.num_local, x.shape[1]
         slot = _slots(routing, E)  # (S, k), dummy slot E·C for dropped choices
@@ -365,6 +416,10 @@ class MoELayer(nn.Module):
         picked = out_pad[slot]  # (S, k, M)
         y = (picked * routing.weight.unsqueeze(-1).to(picked.dtype)).sum(1)
         return y.to(x.dtype), routing.l_aux
+
+    def empty_output(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(y, l_aux) for x with no tokens: (S=0, M) zeros still attached to x's graph, and a 0-D float32 zero."""
+        return x * 0, torch.zeros((), dtype=torch.float32, device=x.device)
 
     def forward_bypass(self, x: torch.Tensor) -> torch.Tensor:
         """No gate, no exchange: token s goes to local expert s mod L with weight 1 (round-robin)."""

@@ -15,11 +15,20 @@ Readings implemented (the paper's code is not public; the spec marks these detai
   so a residual block passes tokens through (y = x + 0) [spec reading; "skip only some local experts" is not
   implemented].
 * The decision is drawn once per layer per forward (``granularity="layer"``, fairseq) or once per training step
-  for all layers (``granularity="step"``: call :func:`begin_gating_dropout_step` before each step). It is the
-  same on every rank: ``decision="broadcast"`` (default, fairseq: group rank 0 draws u ~ U(0, 1) and broadcasts
+  for all layers (``granularity="step"``: call :func:`begin_gating_dropout_step` before each step; each layer
+  uses that decision in one training forward, and a second training forward without a new step raises). It is
+  the same on every rank: ``decision="broadcast"`` (default, fairseq: group rank 0 draws u ~ U(0, 1) and sends
   it) or ``decision="shared_generator"`` (each rank draws from a CPU generator seeded with ``decision_seed``;
-  no collective, but every rank must call the layer the same number of times).
+  every rank must call the layer the same number of times).
 * No 1/(1 − p) rescaling; ``p`` must be the same on every rank (a schedule sets it identically).
+
+With W > 1 ranks every forward starts with one small collective, an ``all_reduce(MAX)`` on the group's device
+(:func:`dropkit.moe.group_device`: the GPU under NCCL), before any branch that could differ between ranks. It
+carries rank 0's draw (fairseq's broadcast, folded in) and each rank's token count, p and training state, so
+that ranks passing different token counts (the all-to-all needs equal slabs) or holding different p get the same
+``ValueError`` on every rank instead of a deadlock in a later collective. Checking instead of padding keeps the
+capacity C = ceil(k·S/E·cf) of each rank what its own S says, and costs the same single collective as fairseq's
+all-reduce of the padded size; padding would also need every padded token masked out of routing and aux loss.
 
 With one rank, the ``gated_local`` draw cannot change the output and is skipped, so that default layer compiles
 with ``torch.compile(fullgraph=True)``. Every other dropped-step decision is a host-side branch (its point is to
@@ -35,6 +44,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from dropkit import moe as _moe  # group_device looked up at call time (tests replace it)
 from dropkit.base import DropkitModule
 from dropkit.moe import CommStats, MoELayer, group_size_and_rank
 from dropkit.registry import register
@@ -75,14 +85,15 @@ class GatingDropoutMoE(DropkitModule):
         noisy_gate: ``"jitter"`` (multiplicative U(1-ε, 1+ε) on the router input, the paper's choice),
             ``"rsample"`` (Gumbel top-1) or None; jitter_eps: ε.
         use_rts: Random Token Selection for top-1 capacity drops; drop_tokens: False sizes C to the largest load
-            (one all-reduce and a host sync per step).
+            of the actual (noisy) choices, so no token is dropped (one all-reduce and a host sync per forward).
         aux_loss_coef: weight used by :func:`moe_aux_loss` (Switch's α = 1e-2).
         activation: ``"relu"`` or ``"gelu"`` inside the experts.
         process_group: expert-parallel group (``torch.distributed``) or None for one process.
         generator: optional generator for jitter, token selection and the broadcast draw.
 
-    After each forward: ``aux_loss`` (0-D float32, the raw load-balancing loss, 0 on a step with no gate),
-    ``routed`` (whether the gate ran), ``last_dropped``; ``comm`` counts all-to-all calls and bytes.
+    After each forward: ``aux_loss`` (0-D float32, the raw load-balancing loss, 0 on a step with no gate or no
+    tokens), ``routed`` (whether the gate ran), ``last_dropped``; ``comm`` counts all-to-all calls and bytes.
+    An input with no tokens gives the empty output.
     """
 
     method_name = _NAME
@@ -178,30 +189,70 @@ class GatingDropoutMoE(DropkitModule):
     def _decision_matters(self) -> bool:
         return self.world_size > 1 or self.mode == "bypass_gate" or self.expert_drop
 
-    def draw_drop(self, device: torch.device | str = "cpu") -> bool:
+    def draw_drop(self) -> bool:
         """One Bernoulli(p) decision, identical on every rank of the group (a collective in broadcast mode)."""
-        group = self.moe.process_group
-        if self.decision == "shared_generator":
-            u = torch.rand((1,), generator=self._shared_gen)
-        else:
-            gen = self.generator
-            u = torch.rand((1,), generator=gen, device=gen.device if gen is not None else device)
-            if self.world_size > 1:
-                dist.broadcast(u, src=dist.get_global_rank(group, 0), group=group)
-        drop = bool(u.item() < self.p)
+        u = self._draw_u()
+        if self.decision == "broadcast" and self.world_size > 1:
+            u = self._agree(u, num_tokens=0)
+        return self._decide(u)
+
+    def _draw_u(self) -> float:
+        """This rank's u ~ U(0, 1) (every rank draws, so the layer generators advance alike on all ranks)."""
+        gen = self._shared_gen if self.decision == "shared_generator" else self.generator
+        return float(torch.rand((1,), generator=gen, device=gen.device if gen is not None else "cpu").item())
+
+    def _decide(self, u: float) -> bool:
+        drop = self.active and u < self.p
         self.decisions += 1
         self.drops += int(drop)
         return drop
 
-    def _dropped(self, x: torch.Tensor) -> bool:
-        if not self.active or not self._decision_matters():
-            return False
-        if self.granularity == "step":
-            if self._step_drop is None:
-                raise RuntimeError(f"{_NAME}: granularity='step' needs begin_gating_dropout_step(model) before each "
-                                   "training step")
-            return self._step_drop
-        return self.draw_drop(x.device)
+    def _agree(self, u: float | None, num_tokens: int) -> float:
+        """The one collective of a W > 1 call; returns group rank 0's u (-1 when it sent none).
+
+        ``all_reduce(MAX)`` on the group's device of [u of rank 0 (others -1), n, -n, p, -p, t, -t], t = 1 when
+        training with p > 0: max and min of each value over the ranks, so every rank sees the same mismatch and
+        raises the same error (no rank is left waiting in a later collective).
+        """
+        group = self.moe.process_group
+        active = self.active
+        mine = [u if (u is not None and self.moe.rank == 0) else -1.0, num_tokens, -num_tokens,
+                self.p, -self.p, float(active), -float(active)]
+        t = torch.tensor(mine, dtype=torch.float64).to(_moe.group_device(group))
+        dist.all_reduce(t, op=dist.ReduceOp.MAX, group=group)
+        u0, n_max, n_min, p_max, p_min, t_max, t_min = t.tolist()
+        n_min, p_min, t_min = -n_min, -p_min, -t_min
+        if n_max != n_min:
+            raise ValueError(f"{_NAME}: every rank of the process group must pass the same number of tokens (the "
+                             f"all-to-all exchanges equal slabs); the ranks passed between {int(n_min)} and "
+                             f"{int(n_max)} tokens (N·T) in this call")
+        if t_max != t_min:
+            raise ValueError(f"{_NAME}: some ranks are training with p > 0 and others are not (eval mode, p = 0 "
+                             f"or disabled); every rank must be in the same mode with the same p")
+        if active and p_max != p_min:
+            raise ValueError(f"{_NAME}: p must be the same on every rank of the process group; the ranks hold p "
+                             f"between {p_min!r} and {p_max!r} (set it identically, e.g. by the same schedule)")
+        return u0
+
+    def _dropped(self, num_tokens: int) -> bool:
+        """This forward's decision; with W > 1 ranks, also the forward's agreement collective (always run)."""
+        u = None
+        drop = False
+        if self.active:
+            if self.granularity == "step":
+                if self._step_drop is None:
+                    raise RuntimeError(f"{_NAME}: granularity='step' needs begin_gating_dropout_step(model) before "
+                                       "each training step (each layer uses a step's decision in one forward)")
+                drop, self._step_drop = self._step_drop, None
+            elif self._decision_matters():
+                u = self._draw_u()
+        if self.world_size > 1:
+            u0 = self._agree(u if self.decision == "broadcast" else None, num_tokens)
+            if self.decision == "broadcast" and u is not None:
+                u = u0
+        if u is not None:
+            drop = self._decide(u)
+        return drop
 
     # -- forward
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -211,7 +262,11 @@ class GatingDropoutMoE(DropkitModule):
             raise ValueError(f"{_NAME}: input's last dimension must be d_model = {self.d_model}, got {x.shape[-1]}")
         flat = x.reshape(-1, self.d_model)
         gen = self._generator_for(x)
-        drop = self._dropped(x)
+        drop = self._dropped(flat.shape[0])
+        if flat.shape[0] == 0:  # nothing to route (on every rank: _dropped checked the counts agree)
+            y, aux = self.moe.empty_output(flat)
+            self.aux_loss, self.routed, self.last_dropped = aux, False, drop
+            return y.reshape(x.shape)
         if drop and self.expert_drop:
             y, aux, routed = torch.zeros_like(flat), torch.zeros((), device=x.device), False
         elif drop and self.mode == "bypass_gate":
@@ -248,14 +303,17 @@ def _layers(model: nn.Module) -> Iterator[GatingDropoutMoE]:
 def begin_gating_dropout_step(model: nn.Module) -> bool | None:
     """Draw one decision for every ``granularity="step"`` layer of ``model`` (call on every rank, once per step).
 
-    Returns the decision, or None when no such layer is active. The first such layer's settings (decision
-    mechanism, p, group) are used for the draw.
+    Each such layer uses the decision in its next training forward; a second training forward before the next
+    call raises. Returns the decision, or None when no layer needs one (none active, or one rank with
+    ``gated_local``, where the decision cannot change the output). The first deciding layer's settings
+    (decision mechanism, p, group) are used for the draw. A layer on W > 1 ranks takes part whether or not it is
+    active on this rank, so that every rank enters the broadcast draw and a p or mode mismatch raises there.
     """
     layers = [m for m in _layers(model) if m.granularity == "step"]
-    active = [m for m in layers if m.active and m._decision_matters()]
-    drop = active[0].draw_drop() if active else None
+    deciders = [m for m in layers if m._decision_matters() and (m.active or m.world_size > 1)]
+    drop = deciders[0].draw_drop() if deciders else None
     for m in layers:
-        m._step_drop = bool(drop) if drop is not None else None
+        m._step_drop = bool(drop)
     return drop
 
 

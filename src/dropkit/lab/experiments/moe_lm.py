@@ -10,6 +10,9 @@ and all-to-all bytes sent and calls per step (forward + backward, all MoE layers
     python -m dropkit.lab.experiments.moe_lm --steps 200
     torchrun --standalone --nproc_per_node 2 -m dropkit.lab.experiments.moe_lm --steps 60 --p 0 0.3
 
+Under torchrun the ranks use NCCL with one GPU each (``LOCAL_RANK``) when CUDA is available, else gloo on the CPU;
+the model and the batches live on the group's device (:func:`dropkit.moe.group_device`).
+
 The default corpus is the fortune databases of the Debian package ``fortunes-min`` (``fortunes`` has more), in
 /usr/share/games/fortunes; ``--corpus`` takes any text file or folder of text files.
 """
@@ -31,10 +34,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from dropkit.methods.gating_dropout import GatingDropoutMoE, moe_aux_loss, moe_comm_stats, reset_moe_comm_stats
-from dropkit.moe import broadcast_shared_parameters, sync_gradients
+from dropkit.moe import broadcast_shared_parameters, group_device, sync_gradients
 
 __all__ = ["LMConfig", "TinyMoELM", "load_corpus", "encode_corpus", "train_models", "run_comparison", "add_arguments",
-           "main"]
+           "launch_backend", "main"]
 
 FORTUNES_DIR = Path("/usr/share/games/fortunes")
 
@@ -157,7 +160,7 @@ def _all_reduce(value: float, group: Any, op: str = "mean") -> float:
     world, _ = _world(group)
     if world == 1:
         return value
-    t = torch.tensor([value], dtype=torch.float64)
+    t = torch.tensor([value], dtype=torch.float64).to(group_device(group))
     dist.all_reduce(t, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM, group=group)
     return float(t.item() / (world if op == "mean" else 1))
 
@@ -167,10 +170,11 @@ def evaluate(model: TinyMoELM, val: torch.Tensor, cfg: LMConfig, group: Any) -> 
     """Mean next-character cross-entropy over ``eval_batches`` fixed validation batches, split over the ranks."""
     world, rank = _world(group)
     model.eval()
+    device = model.head.weight.device
     gen = torch.Generator().manual_seed(10_000 + cfg.seed * 97 + rank)
     losses = []
     for _ in range(cfg.eval_batches):
-        x, y = sample_windows(val, cfg.batch, cfg.seq_len, gen)
+        x, y = (t.to(device) for t in sample_windows(val, cfg.batch, cfg.seq_len, gen))
         losses.append(F.cross_entropy(model(x).flatten(0, 1), y.flatten()).item())
     model.train()
     return _all_reduce(sum(losses) / len(losses), group)
@@ -179,11 +183,13 @@ def evaluate(model: TinyMoELM, val: torch.Tensor, cfg: LMConfig, group: Any) -> 
 class _Run:
     """One model being trained with Gating Dropout rate p, and its running counters."""
 
-    def __init__(self, cfg: LMConfig, p: float, vocab_size: int, group: Any) -> None:
+    def __init__(self, cfg: LMConfig, p: float, vocab_size: int, group: Any,
+                 device: torch.device | str = "cpu") -> None:
         _, rank = _world(group)
         self.p = p
+        self.device = torch.device(device)
         torch.manual_seed(cfg.seed)  # the same initial model on every rank and for every p
-        self.model = TinyMoELM(vocab_size, cfg, p=p, group=group)
+        self.model = TinyMoELM(vocab_size, cfg, p=p, group=group).to(self.device)
         broadcast_shared_parameters(self.model, group)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=0.0)
         self.data = torch.Generator().manual_seed(cfg.seed * 1_000 + rank)  # same batches for every p
@@ -192,8 +198,13 @@ class _Run:
         self.bytes_sent = self.calls = self.drops = self.decisions = 0
         self.train_loss = float("nan")
 
-    def step(self, train: torch.Tensor, cfg: LMConfig, group: Any, timed: bool) -> None:
+    def batch(self, train: torch.Tensor, cfg: LMConfig) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next training batch (inputs, targets), on the model's device."""
         x, y = sample_windows(train, cfg.batch, cfg.seq_len, self.data)
+        return x.to(self.device), y.to(self.device)
+
+    def step(self, train: torch.Tensor, cfg: LMConfig, group: Any, timed: bool) -> None:
+        x, y = self.batch(train, cfg)
         model = self.model
         reset_moe_comm_stats(model)
         t0 = time.perf_counter()
@@ -215,12 +226,14 @@ class _Run:
 
 
 def train_models(cfg: LMConfig, train: torch.Tensor, val: torch.Tensor, vocab_size: int, group: Any = None,
-                 log: Any = None) -> list[dict[str, Any]]:
+                 log: Any = None, device: torch.device | str | None = None) -> list[dict[str, Any]]:
     """Train one model per p in ``cfg.p_values``, in lockstep (step i of every model before step i + 1), so
     that their step times are measured under the same machine load; returns their metrics (same on every rank).
+    The models run on ``device``, by default the group's (the GPU under NCCL, else the CPU).
     """
     world, rank = _world(group)
-    runs = [_Run(cfg, p, vocab_size, group) for p in cfg.p_values]
+    device = group_device(group) if device is None else device
+    runs = [_Run(cfg, p, vocab_size, group, device) for p in cfg.p_values]
     for step in range(cfg.steps):
         for run in runs:
             run.step(train, cfg, group, timed=step >= cfg.warmup_steps)
@@ -284,6 +297,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", default=None, help="also write the results to this JSON file (rank 0)")
 
 
+def launch_backend(cuda_available: bool, local_rank: int) -> tuple[str, torch.device]:
+    """Backend and device of a torchrun rank: NCCL on GPU ``local_rank`` when CUDA is available, else gloo."""
+    if cuda_available:
+        return "nccl", torch.device("cuda", local_rank)
+    return "gloo", torch.device("cpu")
+
+
 def config_from_args(args: argparse.Namespace) -> LMConfig:
     if args.steps <= 0:
         raise ValueError(f"moe-lm: --steps must be > 0, got {args.steps}")
@@ -303,7 +323,10 @@ def run_from_args(args: argparse.Namespace) -> int:
     group = None
     if world > 1:
         if not dist.is_initialized():
-            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+            backend, device = launch_backend(torch.cuda.is_available(), int(os.environ.get("LOCAL_RANK", "0")))
+            if device.type == "cuda":
+                torch.cuda.set_device(device)  # NCCL and group_device use the current GPU
+            dist.init_process_group(backend)
         group = dist.group.WORLD
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
         if cfg.num_experts % world:
