@@ -484,14 +484,14 @@ class TestMoELMLab:
         assert "val_loss" in format_results(results)
 
     def test_launch_backend_puts_nccl_ranks_on_their_gpu(self):
-        from dropkit.lab.moe_lm import launch_backend
+        from dropkit.lab.experiments.moe_lm import launch_backend
 
         assert launch_backend(True, 1) == ("nccl", torch.device("cuda", 1))
         assert launch_backend(False, 1) == ("gloo", torch.device("cpu"))
 
     def test_model_and_batches_live_on_the_run_device(self, tmp_path):
         """What NCCL needs (model and data on the GPU), checked on the CPU-only ``meta`` device."""
-        from dropkit.lab.moe_lm import LMConfig, _Run, encode_corpus, load_corpus
+        from dropkit.lab.experiments.moe_lm import LMConfig, _Run, encode_corpus, load_corpus
 
         train, _, vocab = encode_corpus(load_corpus(self._corpus(tmp_path)))
         cfg = LMConfig(d_model=16, n_heads=2, n_layers=1, d_ff=16, num_experts=2, seq_len=8, batch=2)
