@@ -1,1 +1,1 @@
-"""Helpers shared by the tests."""
+"""Helpers shared by several test files (import as ``helpers.<module>``)."""
