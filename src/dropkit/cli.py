@@ -44,7 +44,7 @@ def _cmd_methods(args: argparse.Namespace) -> int:
     if args.verbose:
         for c in cards:
             defaults = ", ".join(f"{k}={v!r}" for k, v in c.defaults.items() if k != "generator")
-            print(f"\n{c.name}: {c.summary}\n  paper: {c.paper}\n  defaults: {defaults}")
+            print(f"\n{c.name}: {c.summary}\n  paper: {c.paper}\n  defaults: {defaults}\n  page: {c.doc_page}")
     return 0
 
 

@@ -80,6 +80,12 @@ class MethodCard:
     required: tuple[str, ...] = ()
     factory: Callable[..., torch.nn.Module] = field(default=None, repr=False, compare=False)  # type: ignore[assignment]
 
+    @property
+    def doc_page(self) -> str:
+        """The method's page, relative to the repository root: its paper, algorithm, readings, defaults and
+        measured cost."""
+        return f"docs/methods/{self.name}.md"
+
     def as_dict(self) -> dict[str, Any]:
         """JSON-friendly view (defaults rendered with ``repr`` when they are not plain values)."""
 
