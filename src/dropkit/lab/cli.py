@@ -265,7 +265,8 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--suite", choices=["classification", "segmentation", "blocks"], default="classification",
                    help="classification (default), segmentation (U-Net, Dice), blocks (maxout, stochastic pooling, "
                         "Standout as model variants)")
-    p.add_argument("--methods", default=None, help="comma-separated names, or 'activation' (default) / 'all'; the baseline 'none' is always an arm")
+    p.add_argument("--methods", default=None, help="comma-separated names, or 'activation' (default) / 'all'; "
+                                                  "the baseline 'none' is always an arm")
     p.add_argument("--seeds", type=int, default=None, help="number of seeds (default 3; 2 with --quick)")
     p.add_argument("--quick", action="store_true", help="a seconds-long smoke run of the whole pipeline")
     p.add_argument("--no-probe", action="store_true", help="skip the co-adaptation probe")
