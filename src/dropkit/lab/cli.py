@@ -43,8 +43,11 @@ def _csv_methods(text: str | None) -> str | list[str]:
 def _add_training_args(p: argparse.ArgumentParser, *, single: bool) -> None:
     g = p.add_argument_group("data and model")
     g.add_argument("--data", default=None if not single else "fashion_mnist",
-                   help="fashion_mnist, organs (generated segmentation set), an .npz file or a folder")
-    g.add_argument("--model", default=None if not single else "cnn", choices=["cnn", "resnet", "mlp", "edge_mlp", "unet"])
+                   help="fashion_mnist, organs (generated segmentation set), an .npz file (images, signals or "
+                        "features) or a folder (ImageFolder layout, images/ + masks/, or the IDX files)")
+    g.add_argument("--model", default=None if not single else "cnn", metavar="MODEL",
+                   help="cnn, cnn1d (signals), resnet, mlp (any input), edge_mlp, unet, or FILE.py:NAME (your own: "
+                        "a function or nn.Module class taking any of in_channels, num_classes, input_shape)")
     g.add_argument("--train-size", type=int, default=None if not single else 1000,
                    help="training images (a stratified subset)")
     g.add_argument("--val-size", type=int, default=None, help="validation images carved from the training data")
@@ -67,6 +70,12 @@ def _add_training_args(p: argparse.ArgumentParser, *, single: bool) -> None:
     t.add_argument("--device", default=None, help="auto (CUDA when present), cpu, cuda, cuda:N")
     t.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (not part of the config; 1 is faster on a busy machine)")
+
+
+def _placement(text: str) -> str | list[str]:
+    """``--placement``: a group name (conv, fc, branch, input), else points joined by '+' (NAME: after a
+    submodule, NAME:in: before it)."""
+    return text if text in ("conv", "fc", "branch", "input") else [p for p in text.split("+") if p]
 
 
 def _set_threads(args: argparse.Namespace) -> None:
@@ -100,8 +109,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     values = _overrides(args)
     values.update(method=args.method, seed=args.seed, params=parse_params(args.param))
     if args.placement is not None:
-        values["placement"] = args.placement.split("+") if "+" in args.placement or "." in args.placement \
-            else args.placement
+        values["placement"] = _placement(args.placement)
     if args.probe:
         values["probe"] = {"fractions": [0.0, 0.1, 0.2, 0.3, 0.5, 0.7], "repeats": 3, "images": 1000}
     config = RunConfig.from_dict(values)
@@ -219,8 +227,9 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--method", required=True, help="a registered method, or 'none' for the no-dropout baseline")
     p.add_argument("--param", action="append", metavar="NAME=VALUE", help="a method parameter (repeatable)")
     p.add_argument("--placement", default=None,
-                   help="insertion group (conv, fc, branch, input) or submodule names joined by '+'; "
-                        "default: the paper's placement")
+                   help="insertion group (conv, fc, branch, input), or points joined by '+': NAME is after "
+                        "submodule NAME (its output), NAME:in before it (its input), e.g. 'features.relu3+head:in'; "
+                        "default: the paper's placement (found automatically in your own model)")
     p.add_argument("--seed", type=int, default=0)
     _add_training_args(p, single=True)
     p.add_argument("--probe", action="store_true", help="also run the co-adaptation probe after training")

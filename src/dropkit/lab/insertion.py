@@ -38,7 +38,7 @@ from torch import nn
 
 from dropkit.lab.placement import attach_params, preferred_group
 
-__all__ = ["Point", "InsertionPoints", "MethodDoesNotFit", "find_insertion_points", "parse_point",
+__all__ = ["Point", "InsertionPoints", "MethodDoesNotFit", "find_insertion_points", "check_fit", "parse_point",
            "point_shapes", "explicit_points", "attach_points", "WHERE", "AUTO_GROUPS"]
 
 #: where a point acts, as ``dropkit.attach(where=...)``
@@ -131,15 +131,20 @@ class InsertionPoints:
             wanted = {"conv": "spatial feature maps (C, H, W) or (C, L), found at the ends of conv stages",
                       "fc": "the input of an nn.Linear classifier", "input": "the model's input"}[group]
             raise MethodDoesNotFit(f"{name} ({unit} unit) needs {wanted}, and the model has none{self._why()}")
-        _try_method(card, points, params or {})
+        check_fit(card, points, params or {})
         return points
 
     def _why(self) -> str:
         return f" ({'; '.join(self.notes)})" if self.notes else ""
 
 
-def _try_method(card: Any, points: Sequence[Point], params: Mapping[str, Any]) -> None:
-    """Run the method once on a random batch of each point's shape; its refusal becomes MethodDoesNotFit."""
+def check_fit(card: Any, points: Sequence[Point], params: Mapping[str, Any]) -> None:
+    """Run method ``card`` once, in training mode, on a random batch of each point's shape (the global random
+    state is left as it was); its refusal becomes :class:`MethodDoesNotFit` naming the point and the shape.
+
+    Args:
+        params: the method's explicit parameters (an unset ``block_size`` is fitted to the maps, as the lab does).
+    """
     import dropkit
 
     if card.kind == "wrapper":

@@ -4,7 +4,8 @@ around it, not inside it).
 A seed fixes the initial weights and the order of the training batches, the same for every method (common random
 numbers), so methods can be compared paired by seed; the masks draw from the global generator, re-seeded after the
 model is built. The method is inserted with ``dropkit.attach`` at the model's insertion points for the chosen
-group (see ``dropkit.lab.placement``); its schedule comes from its card (``dropkit.schedule.from_card``); and the
+group (see ``dropkit.lab.placement``), or at points found automatically in a model that names none (see
+``dropkit.lab.insertion``); its schedule comes from its card (``dropkit.schedule.from_card``); and the
 label- and statistics-aware methods get targets, validation batches and the end-of-step signal through
 ``dropkit.protocol``, as any user's loop would.
 
@@ -35,8 +36,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from dropkit.lab.data import PREPROCESSING, Dataset, load_dataset
-from dropkit.lab.models import MODELS, VARIANTS, build_model, feature_shapes
-from dropkit.lab.placement import adapt_params, placement_group, resolve_points
+from dropkit.lab.insertion import (AUTO_GROUPS, MethodDoesNotFit, attach_points, check_fit, explicit_points,
+                                  find_insertion_points, parse_point)
+from dropkit.lab.models import MODELS, VARIANTS, build_model
+from dropkit.lab.placement import adapt_params, attach_params, placement_group, resolve_points
+from dropkit.lab.user_model import is_user_model_spec, parse_user_model_spec
 
 __all__ = ["RunConfig", "RunFailed", "train", "run", "environment", "evaluate", "get_dataset", "BASELINE"]
 
@@ -67,13 +71,16 @@ class RunConfig:
         method: a registered method name, or ``"none"`` for the no-dropout baseline.
         params: the method's parameters (the card's defaults fill the rest).
         placement: a group of the model's insertion points (``"conv"``, ``"fc"``, ``"branch"``, ``"input"``), an
-            explicit list of submodule names, or None for the paper's placement.
+            explicit list of points (``"NAME"``: after submodule NAME, its output; ``"NAME:in"``: before it, its
+            input), or None for the paper's placement (found automatically for a model without
+            ``insertion_points``: ``dropkit.lab.insertion``).
         group_params: default parameters per placement group, used where ``params`` and the card allow, e.g.
             ``{"conv": {"p": 0.2}}`` (the pilot's rate at the conv stages).
         data: ``"fashion_mnist"``, ``"organs"``, an ``.npz`` path or a folder.
         train_size, val_size, test_size, data_seed: the splits (see ``dropkit.lab.data.load_dataset``).
         preprocess: None or ``"edges"`` (the dental-imaging recipe's edge maps, before normalisation).
-        model, model_params: one of ``cnn``, ``resnet``, ``mlp``, ``edge_mlp``, ``unet`` and its keyword arguments.
+        model, model_params: one of ``cnn``, ``cnn1d`` (signals), ``resnet``, ``mlp`` (any input), ``edge_mlp``,
+            ``unet``, or ``FILE.py:NAME`` (your own: ``dropkit.lab.user_model``), and its keyword arguments.
         variant: a block regularizer built into the model instead of the layer it replaces (``"maxout"``,
             ``"stochastic_pooling"`` for the CNN; ``"maxout"``, ``"standout"`` for the MLP); compared against the
             plain model as an arm of its own.
@@ -165,13 +172,19 @@ class RunConfig:
         if self.method == BASELINE and self.params:
             raise ValueError(f"the baseline {BASELINE!r} takes no params, got {dict(self.params)}")
         if self.placement is not None and not isinstance(self.placement, (str, list)):
-            raise TypeError(f"placement must be a group name, a list of submodule names or None, got {self.placement!r}")
+            raise TypeError(f"placement must be a group name, a list of points ('NAME' after a submodule, "
+                            f"'NAME:in' before it) or None, got {self.placement!r}")
+        if isinstance(self.placement, list):
+            for point in self.placement:
+                parse_point(point)
         if not isinstance(self.data, str) or not self.data:
             raise TypeError(f"data must be a dataset name or a path, got {self.data!r}")
         if self.preprocess not in PREPROCESSING:
             raise ValueError(f"preprocess must be one of {PREPROCESSING}, got {self.preprocess!r}")
-        if self.model not in MODELS:
-            raise ValueError(f"model must be one of {sorted(MODELS)}, got {self.model!r}")
+        if is_user_model_spec(self.model):
+            parse_user_model_spec(self.model)  # form and file checked now; the file runs when the model is built
+        elif self.model not in MODELS:
+            raise ValueError(f"model must be one of {sorted(MODELS)} or FILE.py:NAME (your own), got {self.model!r}")
         if self.variant not in VARIANTS.get(self.model, (None,)):
             raise ValueError(f"variant for model {self.model!r} must be one of {VARIANTS.get(self.model, (None,))}, "
                              f"got {self.variant!r}")
@@ -350,18 +363,47 @@ def _make_optimizer(config: RunConfig, model: nn.Module) -> torch.optim.Optimize
     return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
 
 
+@torch.no_grad()
+def _materialize(model: nn.Module, sample: torch.Tensor) -> None:
+    """Give lazy modules (``nn.LazyLinear``, common in users' models) their weights now, right after the model is
+    built, so the baseline and every method start from the same weights under a seed."""
+    if any(isinstance(p, nn.parameter.UninitializedParameter) for p in model.parameters()):
+        was_training = model.training
+        model.eval()
+        try:
+            model(sample)
+        finally:
+            model.train(was_training)
+
+
+def _find_points(config: RunConfig, card: Any, model: nn.Module, sample: torch.Tensor):
+    """(group, points): the run's insertion points, from an explicit list, the model's own groups, or found
+    automatically for a model without ``insertion_points`` (``dropkit.lab.insertion``)."""
+    if isinstance(config.placement, list):
+        return None, explicit_points(model, config.placement, sample)
+    if hasattr(model, "insertion_points"):
+        group = placement_group(card, model, config.placement)
+        return group, explicit_points(model, resolve_points(model, group), sample)
+    found = find_insertion_points(model, sample)
+    if config.placement is None:
+        points = found.for_method(card, config.params)
+        return next((g for g in AUTO_GROUPS if found.group(g) == points), None), points
+    points = found.group(config.placement)
+    if not points:
+        raise MethodDoesNotFit(f"the model has no {config.placement!r} points (found: {found})")
+    return config.placement, points
+
+
 def _insert_method(config: RunConfig, model: nn.Module, sample: torch.Tensor):
-    """Attach the method; return (handle, card, placement record)."""
+    """Attach the method; return (handles, card, placement record)."""
     import dropkit
 
     card = dropkit.get_card(config.method)
-    group = None
-    if isinstance(config.placement, list):
-        points = resolve_points(model, config.placement)
-    else:
-        group = placement_group(card, model, config.placement)
-        points = resolve_points(model, group)
-    shapes = feature_shapes(model, points, sample)
+    try:
+        group, points = _find_points(config, card, model, sample)
+    except MethodDoesNotFit as err:
+        raise RunFailed(f"{config.method} does not fit the {config.model}: {err}") from err
+    shapes = {p.spec: p.shape for p in points}
     explicit = dict(config.params)
     for key, value in config.group_params.get(group, {}).items():
         default = card.defaults.get(key)
@@ -372,17 +414,19 @@ def _insert_method(config: RunConfig, model: nn.Module, sample: torch.Tensor):
         if key not in explicit and (key in card.defaults or key in card.required):
             explicit[key] = value
     resolved = adapt_params(card, explicit, shapes)
-    passed = dict(explicit)
-    if "block_size" in resolved and resolved["block_size"] != card.defaults.get("block_size"):
-        passed["block_size"] = resolved["block_size"]  # fitted to small maps by adapt_params
-    record = {"group": group, "points": points, "shapes": {k: list(v) for k, v in shapes.items()},
+    passed = attach_params(card, explicit, shapes)  # block_size fitted to small maps
+    record = {"group": group, "points": [p.spec for p in points], "shapes": {k: list(v) for k, v in shapes.items()},
               "params": _json_safe(resolved)}
     try:
-        handle = dropkit.attach(model, config.method, at=points, **passed)
+        check_fit(card, points, explicit)  # a method that refuses these features fails here, not mid-training
+    except MethodDoesNotFit as err:
+        raise RunFailed(f"{config.method} does not fit the {config.model}: {err}") from err
+    try:
+        handles = attach_points(model, config.method, points, **passed)
     except (ValueError, TypeError) as err:
-        raise RunFailed(f"{config.method} could not be inserted at {points} of the {config.model} "
+        raise RunFailed(f"{config.method} could not be inserted at {record['points']} of the {config.model} "
                         f"(feature shapes {record['shapes']}): {err}") from err
-    return handle, card, record
+    return handles, card, record
 
 
 def train(config: RunConfig, *, dataset: Dataset | None = None,
@@ -402,17 +446,21 @@ def train(config: RunConfig, *, dataset: Dataset | None = None,
     task = data.task
     if config.model == "unet" and task != "segmentation":
         raise ValueError(f"model 'unet' needs a segmentation dataset; {config.data!r} is a {task} set")
-    if config.model != "unet" and task == "segmentation":
-        raise ValueError(f"{config.data!r} is a segmentation set: use --model unet")
+    if config.model in MODELS and config.model != "unet" and task == "segmentation":
+        raise ValueError(f"{config.data!r} is a segmentation set: use --model unet (or your own FILE.py:NAME)")
     if device.type == "cuda":
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
 
     torch.manual_seed(config.seed)  # initial weights: the same for every method under this seed
-    model = build_model(config.model, data.in_channels, data.num_classes, data.image_size, variant=config.variant,
-                        **config.model_params)
-    handle, card, placement = None, None, {"group": None, "points": [], "shapes": {}, "params": {}}
+    model = build_model(config.model, data.in_channels, data.num_classes, data.spatial_size,
+                        variant=config.variant, **config.model_params)
+    _materialize(model, data.x_train[:2])
+    if config.probe is not None and not hasattr(model, "probe_point"):
+        raise ValueError(f"the co-adaptation probe needs the model to name its penultimate module in "
+                         f"`probe_point`; {config.model} does not: set it, or run without the probe")
+    card, placement = None, {"group": None, "points": [], "shapes": {}, "params": {}}
     if config.method != BASELINE:
-        handle, card, placement = _insert_method(config, model, data.x_train[:2])
+        _, card, placement = _insert_method(config, model, data.x_train[:2])
     model.to(device)
     torch.manual_seed(config.seed + 7919)  # masks: deterministic, independent of how the weights were drawn
     order = torch.Generator().manual_seed(config.seed)  # batch order: the same for every method
