@@ -36,17 +36,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from dropkit.lab.config import WHERE, parse_point
 from dropkit.lab.placement import attach_params, preferred_group
 
 __all__ = ["Point", "InsertionPoints", "MethodDoesNotFit", "find_insertion_points", "check_fit", "parse_point",
            "point_shapes", "explicit_points", "attach_points", "WHERE", "AUTO_GROUPS"]
 
-#: where a point acts, as ``dropkit.attach(where=...)``
-WHERE = ("after", "before")
 #: the built-in models' group names that automatically found points answer to
 AUTO_GROUPS = ("conv", "fc", "input")
-_BEFORE_SUFFIX = ":in"
-_AFTER_SUFFIX = ":out"
 
 
 class MethodDoesNotFit(ValueError):
@@ -74,7 +71,7 @@ class Point:
     @property
     def spec(self) -> str:
         """``NAME`` (after) or ``NAME:in`` (before): the text form ``parse_point`` reads."""
-        return self.name if self.where == "after" else self.name + _BEFORE_SUFFIX
+        return self.name if self.where == "after" else f"{self.name}:in"
 
 
 @dataclass(frozen=True)
@@ -288,21 +285,6 @@ def find_insertion_points(model: nn.Module, sample: torch.Tensor) -> InsertionPo
 
 
 # ------------------------------------------------------------------------------------------ explicit points
-def parse_point(text: str) -> tuple[str, str]:
-    """``"NAME"`` or ``"NAME:out"`` → (NAME, "after"); ``"NAME:in"`` → (NAME, "before")."""
-    if not isinstance(text, str) or not text or text in (_BEFORE_SUFFIX, _AFTER_SUFFIX):
-        raise ValueError(f"a point must be 'NAME' (after the submodule), 'NAME:in' (before it) or 'NAME:out', "
-                         f"got {text!r}")
-    name, sep, suffix = text.rpartition(":")
-    if not sep:
-        return text, "after"
-    if suffix == _BEFORE_SUFFIX[1:]:
-        return name, "before"
-    if suffix == _AFTER_SUFFIX[1:]:
-        return name, "after"
-    raise ValueError(f"a point must be 'NAME', 'NAME:in' or 'NAME:out'; {text!r} ends in ':{suffix}'")
-
-
 @torch.no_grad()
 def point_shapes(model: nn.Module, points: Sequence[tuple[str, str]], sample: torch.Tensor
                  ) -> list[tuple[int, ...]]:
@@ -343,7 +325,7 @@ def point_shapes(model: nn.Module, points: Sequence[tuple[str, str]], sample: to
         model.train(was_training)
         for h in hooks:
             h.remove()
-    missing = [n + (_BEFORE_SUFFIX if w == "before" else "") for n, w in points if (n, w) not in found]
+    missing = [Point(n, w, ()).spec for n, w in points if (n, w) not in found]
     if missing:
         raise ValueError(f"{type(model).__name__}: the forward pass sends no tensor through {missing}")
     return [found[p] for p in points]

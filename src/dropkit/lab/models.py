@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dropkit.lab.config import VARIANTS
+
 __all__ = ["SmallCNN", "SignalCNN", "ResNet", "MLP", "UNet", "MODELS", "MODEL_INPUTS", "build_model",
            "feature_shapes"]
 
@@ -41,8 +43,8 @@ def _pool_or_identity(size: int) -> nn.Module:
 # weights of the layer it replaces), "stochastic_pooling" each 2×2 max-pool by stochastic pooling (Zeiler & Fergus
 # 2013; after a ReLU, so inputs are non-negative), "standout" each hidden linear + ReLU of the MLP by a Standout
 # layer (Ba & Frey 2013). The insertion points keep their names (a replaced ReLU becomes an identity).
-CNN_VARIANTS = (None, "maxout", "stochastic_pooling")
-MLP_VARIANTS = (None, "maxout", "standout")
+CNN_VARIANTS = VARIANTS["cnn"]
+MLP_VARIANTS = VARIANTS["mlp"]
 
 
 def _variant_conv(c_in: int, c_out: int, variant: str | None) -> nn.Module:
@@ -285,8 +287,8 @@ class UNet(nn.Module):
 
 
 def _edge_mlp(*args, **kwargs) -> nn.Module:
-    # Imported on use: edge_mlp imports the method modules, which need not load with the lab's models.
-    from dropkit.lab.edge_mlp import EdgeMLP
+    # Imported on use: the recipe imports the method modules, which need not load with the lab's models.
+    from dropkit.lab.recipes.dental import EdgeMLP
 
     return EdgeMLP(*args, **kwargs)
 
@@ -298,9 +300,6 @@ MODELS = {"cnn": SmallCNN, "cnn1d": SignalCNN, "resnet": ResNet, "mlp": MLP, "ed
 MODEL_INPUTS: dict[str, str | None] = {"cnn": "image", "cnn1d": "signal", "resnet": "image", "mlp": None,
                                        "edge_mlp": "image", "unet": "image"}
 _MODELS_FOR = {"image": "cnn, resnet, mlp (unet for segmentation)", "signal": "cnn1d or mlp", "features": "mlp"}
-
-
-VARIANTS = {"cnn": CNN_VARIANTS, "mlp": MLP_VARIANTS}
 
 
 def build_model(name: str, in_channels: int, num_classes: int, spatial_size: Sequence[int],

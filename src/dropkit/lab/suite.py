@@ -30,7 +30,7 @@ from typing import Any
 from dropkit.lab.report import summary_table, write_report
 from dropkit.lab.store import Store
 from dropkit.lab.sweep import execute, method_names
-from dropkit.lab.train import BASELINE, RunConfig
+from dropkit.lab.config import BASELINE, RunConfig
 
 __all__ = ["SUITES", "QUICK", "lab_configs", "run_lab"]
 

@@ -13,6 +13,8 @@ and ``dropkit run --model my_net.py:build …``. Where a method goes is found au
 
 The file is executed as a module (its folder first on ``sys.path``, so it may import its neighbours) once per
 process and change of the file; a ready module *instance* is refused, because every run needs fresh weights.
+Checking a spec's form (``parse_user_model_spec``) loads neither the file nor torch, so a config can be checked
+cheaply.
 """
 
 from __future__ import annotations
@@ -23,9 +25,10 @@ import inspect
 import sys
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from torch import nn
+if TYPE_CHECKING:
+    from torch import nn
 
 __all__ = ["USER_MODEL_ARGS", "is_user_model_spec", "parse_user_model_spec", "load_user_model"]
 
@@ -84,6 +87,8 @@ def _import_file(file: Path) -> ModuleType:
 
 def _builders(module: ModuleType) -> list[str]:
     """The names in ``module`` that could be NAME: functions and nn.Module subclasses defined there."""
+    from torch import nn
+
     return sorted(n for n, v in vars(module).items() if not n.startswith("_") and getattr(v, "__module__", None)
                   == module.__name__ and (inspect.isfunction(v) or (inspect.isclass(v) and issubclass(v, nn.Module))))
 
@@ -105,6 +110,8 @@ def load_user_model(spec: str, *, in_channels: int, num_classes: int, input_shap
         TypeError: NAME is neither a callable nor an ``nn.Module`` subclass, is a module instance, or returns
             something other than an ``nn.Module``.
     """
+    from torch import nn
+
     file, name = parse_user_model_spec(spec)
     module = _import_file(file)
     if not hasattr(module, name):
