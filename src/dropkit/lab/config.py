@@ -15,9 +15,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from dropkit.lab.user_model import is_user_model_spec, parse_user_model_spec, user_model_digest
+
 __all__ = [
     "BASELINE", "OPTIMIZERS", "LR_SCHEDULES", "MODEL_NAMES", "VARIANTS", "PREPROCESSING", "DEVICES",
-    "PROBE_FRACTIONS", "DEFAULT_PROBE", "PLACEMENT_GROUPS", "RunConfig", "check_probe", "json_safe", "primary_metric",
+    "PROBE_FRACTIONS", "DEFAULT_PROBE", "PLACEMENT_GROUPS", "WHERE", "RunConfig", "check_probe", "json_safe",
+    "parse_point", "primary_metric",
 ]
 
 #: the no-dropout arm every method is compared against
@@ -25,7 +28,7 @@ BASELINE = "none"
 OPTIMIZERS = ("sgd", "adam")
 LR_SCHEDULES = ("cosine", "constant")
 #: the lab's built-in models (``dropkit.lab.models.MODELS`` builds them)
-MODEL_NAMES = ("cnn", "resnet", "mlp", "edge_mlp", "unet")
+MODEL_NAMES = ("cnn", "cnn1d", "resnet", "mlp", "edge_mlp", "unet")
 #: block regularizers built into a model instead of the layer they replace, per model (None: the plain model)
 VARIANTS: Mapping[str, tuple[str | None, ...]] = {"cnn": (None, "maxout", "stochastic_pooling"),
                                                  "mlp": (None, "maxout", "standout")}
@@ -35,6 +38,9 @@ PREPROCESSING = (None, "edges")
 DEVICES = ("auto", "cpu", "cuda")
 #: groups of a model's insertion points (``model.insertion_points``)
 PLACEMENT_GROUPS = ("conv", "fc", "branch", "input")
+#: where an explicit point acts, as ``dropkit.attach(where=...)``: ``NAME`` is after submodule NAME (its output),
+#: ``NAME:in`` before it (its input); ``NAME:out`` is the same as ``NAME``
+WHERE = ("after", "before")
 #: masked fractions of the co-adaptation probe (Heuristic Dropout, Fig. 4)
 PROBE_FRACTIONS = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7)
 #: the co-adaptation probe's settings when asked for without details
@@ -46,6 +52,19 @@ def primary_metric(task: str) -> str:
     return "acc" if task == "classification" else "dice"
 
 
+
+
+def parse_point(text: str) -> tuple[str, str]:
+    """``"NAME"`` or ``"NAME:out"`` → (NAME, "after"); ``"NAME:in"`` → (NAME, "before")."""
+    if not isinstance(text, str) or not text or text in (":in", ":out"):
+        raise ValueError(f"a point must be 'NAME' (after the submodule), 'NAME:in' (before it) or 'NAME:out', "
+                         f"got {text!r}")
+    name, sep, suffix = text.rpartition(":")
+    if not sep:
+        return text, "after"
+    if suffix in ("in", "out"):
+        return name, "before" if suffix == "in" else "after"
+    raise ValueError(f"a point must be 'NAME', 'NAME:in' or 'NAME:out'; {text!r} ends in ':{suffix}'")
 
 
 def json_safe(value: Any) -> Any:
@@ -67,13 +86,16 @@ class RunConfig:
         method: a registered method name, or ``"none"`` for the no-dropout baseline.
         params: the method's parameters (the card's defaults fill the rest).
         placement: a group of the model's insertion points (``"conv"``, ``"fc"``, ``"branch"``, ``"input"``), an
-            explicit list of submodule names, or None for the paper's placement.
+            explicit list of points (``"NAME"``: after submodule NAME, its output; ``"NAME:in"``: before it, its
+            input), or None for the paper's placement (found automatically for a model without
+            ``insertion_points``: ``dropkit.lab.insertion``).
         group_params: default parameters per placement group, used where ``params`` and the card allow, e.g.
             ``{"conv": {"p": 0.2}}`` (the pilot's rate at the conv stages).
         data: ``"fashion_mnist"``, ``"organs"``, an ``.npz`` path or a folder.
         train_size, val_size, test_size, data_seed: the splits (see ``dropkit.lab.data.load_dataset``).
         preprocess: None or ``"edges"`` (the dental-imaging recipe's edge maps, before normalisation).
-        model, model_params: one of ``cnn``, ``resnet``, ``mlp``, ``edge_mlp``, ``unet`` and its keyword arguments.
+        model, model_params: one of ``cnn``, ``cnn1d`` (signals), ``resnet``, ``mlp`` (any input), ``edge_mlp``,
+            ``unet``, or ``FILE.py:NAME`` (your own: ``dropkit.lab.user_model``), and its keyword arguments.
         variant: a block regularizer built into the model instead of the layer it replaces (``"maxout"``,
             ``"stochastic_pooling"`` for the CNN; ``"maxout"``, ``"standout"`` for the MLP); compared against the
             plain model as an arm of its own.
@@ -130,7 +152,11 @@ class RunConfig:
         return json_safe(dataclasses.asdict(self))
 
     def config_hash(self) -> str:
-        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        values = self.to_dict()
+        if is_user_model_spec(self.model):
+            # the spec names a file: hash what it holds, so an edited network is a new run, not "already done"
+            values["model_source"] = user_model_digest(self.model)
+        blob = json.dumps(values, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def validate(self) -> None:
@@ -165,13 +191,20 @@ class RunConfig:
         if self.method == BASELINE and self.params:
             raise ValueError(f"the baseline {BASELINE!r} takes no params, got {dict(self.params)}")
         if self.placement is not None and not isinstance(self.placement, (str, list)):
-            raise TypeError(f"placement must be a group name, a list of submodule names or None, got {self.placement!r}")
+            raise TypeError(f"placement must be a group name, a list of points ('NAME' after a submodule, "
+                            f"'NAME:in' before it) or None, got {self.placement!r}")
+        if isinstance(self.placement, list):
+            for point in self.placement:
+                parse_point(point)
         if not isinstance(self.data, str) or not self.data:
             raise TypeError(f"data must be a dataset name or a path, got {self.data!r}")
         if self.preprocess not in PREPROCESSING:
             raise ValueError(f"preprocess must be one of {PREPROCESSING}, got {self.preprocess!r}")
-        if self.model not in MODEL_NAMES:
-            raise ValueError(f"model must be one of {sorted(MODEL_NAMES)}, got {self.model!r}")
+        if is_user_model_spec(self.model):
+            parse_user_model_spec(self.model)  # form and file checked now; the file runs when the model is built
+        elif self.model not in MODEL_NAMES:
+            raise ValueError(f"model must be one of {sorted(MODEL_NAMES)} or FILE.py:NAME (your own), "
+                             f"got {self.model!r}")
         if self.variant not in VARIANTS.get(self.model, (None,)):
             raise ValueError(f"variant for model {self.model!r} must be one of {VARIANTS.get(self.model, (None,))}, "
                              f"got {self.variant!r}")

@@ -4,7 +4,8 @@ around it, not inside it).
 A seed fixes the initial weights and the order of the training batches, the same for every method (common random
 numbers), so methods can be compared paired by seed; the masks draw from the global generator, re-seeded after the
 model is built. The method is inserted with ``dropkit.attach`` at the model's insertion points for the chosen
-group (see ``dropkit.lab.placement``); its schedule comes from its card (``dropkit.schedule.from_card``); and the
+group (see ``dropkit.lab.placement``), or at points found automatically in a model that names none (see
+``dropkit.lab.insertion``); its schedule comes from its card (``dropkit.schedule.from_card``); and the
 label- and statistics-aware methods get targets, validation batches and the end-of-step signal through
 ``dropkit.protocol``, as any user's loop would.
 
@@ -31,8 +32,10 @@ from dropkit.lab.config import BASELINE, RunConfig, json_safe, primary_metric
 from dropkit.lab.data import Dataset, load_dataset
 from dropkit.lab.env import environment, resolve_device
 from dropkit.lab.metrics import evaluate, loss as task_loss
-from dropkit.lab.models import build_model, feature_shapes
-from dropkit.lab.placement import adapt_params, placement_group, resolve_points
+from dropkit.lab.insertion import (AUTO_GROUPS, MethodDoesNotFit, attach_points, check_fit, explicit_points,
+                                  find_insertion_points)
+from dropkit.lab.models import MODELS, build_model
+from dropkit.lab.placement import adapt_params, attach_params, placement_group, resolve_points
 from dropkit.lab.probes.coadaptation import coadaptation_probe
 
 __all__ = ["RunConfig", "RunFailed", "train", "run", "environment", "evaluate", "get_dataset", "BASELINE"]
@@ -64,16 +67,45 @@ def _make_optimizer(config: RunConfig, model: nn.Module) -> torch.optim.Optimize
     return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
 
 
-def _insert_method(config: RunConfig, model: nn.Module, sample: torch.Tensor):
-    """Attach the method; return (handle, card, placement record)."""
-    card = dropkit.get_card(config.method)
-    group = None
+@torch.no_grad()
+def _materialize(model: nn.Module, sample: torch.Tensor) -> None:
+    """Give lazy modules (``nn.LazyLinear``, common in users' models) their weights now, right after the model is
+    built, so the baseline and every method start from the same weights under a seed."""
+    if any(isinstance(p, nn.parameter.UninitializedParameter) for p in model.parameters()):
+        was_training = model.training
+        model.eval()
+        try:
+            model(sample)
+        finally:
+            model.train(was_training)
+
+
+def _find_points(config: RunConfig, card: Any, model: nn.Module, sample: torch.Tensor):
+    """(group, points): the run's insertion points, from an explicit list, the model's own groups, or found
+    automatically for a model without ``insertion_points`` (``dropkit.lab.insertion``)."""
     if isinstance(config.placement, list):
-        points = resolve_points(model, config.placement)
-    else:
+        return None, explicit_points(model, config.placement, sample)
+    if hasattr(model, "insertion_points"):
         group = placement_group(card, model, config.placement)
-        points = resolve_points(model, group)
-    shapes = feature_shapes(model, points, sample)
+        return group, explicit_points(model, resolve_points(model, group), sample)
+    found = find_insertion_points(model, sample)
+    if config.placement is None:
+        points = found.for_method(card, config.params)
+        return next((g for g in AUTO_GROUPS if found.group(g) == points), None), points
+    points = found.group(config.placement)
+    if not points:
+        raise MethodDoesNotFit(f"the model has no {config.placement!r} points (found: {found})")
+    return config.placement, points
+
+
+def _insert_method(config: RunConfig, model: nn.Module, sample: torch.Tensor):
+    """Attach the method; return (handles, card, placement record)."""
+    card = dropkit.get_card(config.method)
+    try:
+        group, points = _find_points(config, card, model, sample)
+    except MethodDoesNotFit as err:
+        raise RunFailed(f"{config.method} does not fit the {config.model}: {err}") from err
+    shapes = {p.spec: p.shape for p in points}
     explicit = dict(config.params)
     for key, value in config.group_params.get(group, {}).items():
         default = card.defaults.get(key)
@@ -84,17 +116,19 @@ def _insert_method(config: RunConfig, model: nn.Module, sample: torch.Tensor):
         if key not in explicit and (key in card.defaults or key in card.required):
             explicit[key] = value
     resolved = adapt_params(card, explicit, shapes)
-    passed = dict(explicit)
-    if "block_size" in resolved and resolved["block_size"] != card.defaults.get("block_size"):
-        passed["block_size"] = resolved["block_size"]  # fitted to small maps by adapt_params
-    record = {"group": group, "points": points, "shapes": {k: list(v) for k, v in shapes.items()},
+    passed = attach_params(card, explicit, shapes)  # block_size fitted to small maps
+    record = {"group": group, "points": [p.spec for p in points], "shapes": {k: list(v) for k, v in shapes.items()},
               "params": json_safe(resolved)}
     try:
-        handle = dropkit.attach(model, config.method, at=points, **passed)
+        check_fit(card, points, explicit)  # a method that refuses these features fails here, not mid-training
+    except MethodDoesNotFit as err:
+        raise RunFailed(f"{config.method} does not fit the {config.model}: {err}") from err
+    try:
+        handles = attach_points(model, config.method, points, **passed)
     except (ValueError, TypeError) as err:
-        raise RunFailed(f"{config.method} could not be inserted at {points} of the {config.model} "
+        raise RunFailed(f"{config.method} could not be inserted at {record['points']} of the {config.model} "
                         f"(feature shapes {record['shapes']}): {err}") from err
-    return handle, card, record
+    return handles, card, record
 
 
 def train(config: RunConfig, *, dataset: Dataset | None = None,
@@ -114,17 +148,21 @@ def train(config: RunConfig, *, dataset: Dataset | None = None,
     task = data.task
     if config.model == "unet" and task != "segmentation":
         raise ValueError(f"model 'unet' needs a segmentation dataset; {config.data!r} is a {task} set")
-    if config.model != "unet" and task == "segmentation":
-        raise ValueError(f"{config.data!r} is a segmentation set: use --model unet")
+    if config.model in MODELS and config.model != "unet" and task == "segmentation":
+        raise ValueError(f"{config.data!r} is a segmentation set: use --model unet (or your own FILE.py:NAME)")
     if device.type == "cuda":
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
 
     torch.manual_seed(config.seed)  # initial weights: the same for every method under this seed
-    model = build_model(config.model, data.in_channels, data.num_classes, data.image_size, variant=config.variant,
-                        **config.model_params)
-    handle, card, placement = None, None, {"group": None, "points": [], "shapes": {}, "params": {}}
+    model = build_model(config.model, data.in_channels, data.num_classes, data.spatial_size,
+                        variant=config.variant, **config.model_params)
+    _materialize(model, data.x_train[:2])
+    if config.probe is not None and not hasattr(model, "probe_point"):
+        raise ValueError(f"the co-adaptation probe needs the model to name its penultimate module in "
+                         f"`probe_point`; {config.model} does not: set it, or run without the probe")
+    card, placement = None, {"group": None, "points": [], "shapes": {}, "params": {}}
     if config.method != BASELINE:
-        handle, card, placement = _insert_method(config, model, data.x_train[:2])
+        _, card, placement = _insert_method(config, model, data.x_train[:2])
     model.to(device)
     torch.manual_seed(config.seed + 7919)  # masks: deterministic, independent of how the weights were drawn
     order = torch.Generator().manual_seed(config.seed)  # batch order: the same for every method

@@ -10,9 +10,9 @@ import json
 import os
 from typing import Any
 
-from dropkit.lab.config import DEFAULT_PROBE, LR_SCHEDULES, MODEL_NAMES, OPTIMIZERS, VARIANTS
+from dropkit.lab.config import DEFAULT_PROBE, LR_SCHEDULES, MODEL_NAMES, OPTIMIZERS, PLACEMENT_GROUPS, VARIANTS
 
-__all__ = ["parse_params", "csv_methods", "add_training_args", "set_threads", "overrides", "print_metrics",
+__all__ = ["parse_params", "csv_methods", "parse_placement", "add_training_args", "set_threads", "overrides", "print_metrics",
            "DEFAULT_WORKERS", "DEFAULT_PROBE"]
 
 # Two 1-thread runs side by side beat one 2-thread run on small CNNs; more workers than cores only contend.
@@ -48,13 +48,22 @@ def csv_methods(text: str | None) -> str | list[str]:
     return text if text == "all" or text in KINDS else [m.strip() for m in text.split(",") if m.strip()]
 
 
+def parse_placement(text: str) -> str | list[str]:
+    """``--placement``: a group name (conv, fc, branch, input), else points joined by '+' (``NAME``: after a
+    submodule, ``NAME:in``: before it)."""
+    return text if text in PLACEMENT_GROUPS else [p for p in text.split("+") if p]
+
+
 def add_training_args(p: argparse.ArgumentParser, *, single: bool) -> None:
     """The data, model and training options of a run (``single``: defaults for one run; else None = the suite's)."""
     variants = sorted({v for names in VARIANTS.values() for v in names if v is not None})
     g = p.add_argument_group("data and model")
     g.add_argument("--data", default=None if not single else "fashion_mnist",
-                   help="fashion_mnist, organs (generated segmentation set), an .npz file or a folder")
-    g.add_argument("--model", default=None if not single else "cnn", choices=list(MODEL_NAMES))
+                   help="fashion_mnist, organs (generated segmentation set), an .npz file (images, signals or "
+                        "features) or a folder (ImageFolder layout, images/ + masks/, or the IDX files)")
+    g.add_argument("--model", default=None if not single else "cnn", metavar="MODEL",
+                   help=f"{', '.join(MODEL_NAMES)}, or FILE.py:NAME (your own: a function or nn.Module class taking "
+                        "any of in_channels, num_classes, input_shape); cnn1d is for signals, mlp takes any input")
     g.add_argument("--train-size", type=int, default=None if not single else 1000,
                    help="training images (a stratified subset)")
     g.add_argument("--val-size", type=int, default=None, help="validation images carved from the training data")

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from dropkit.lab.cli.args import (DEFAULT_PROBE, DEFAULT_WORKERS, add_training_args, csv_methods, overrides,
-                                  parse_params, print_metrics)
+                                  parse_params, parse_placement, print_metrics)
 
 __all__ = ["add_commands"]
 
@@ -21,8 +21,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     values = overrides(args)
     values.update(method=args.method, seed=args.seed, params=parse_params(args.param))
     if args.placement is not None:
-        values["placement"] = args.placement.split("+") if "+" in args.placement or "." in args.placement \
-            else args.placement
+        values["placement"] = parse_placement(args.placement)
     if args.probe:
         values["probe"] = dict(DEFAULT_PROBE)
     config = RunConfig.from_dict(values)
@@ -102,8 +101,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--method", required=True, help="a registered method, or 'none' for the no-dropout baseline")
     p.add_argument("--param", action="append", metavar="NAME=VALUE", help="a method parameter (repeatable)")
     p.add_argument("--placement", default=None,
-                   help="insertion group (conv, fc, branch, input) or submodule names joined by '+'; "
-                        "default: the paper's placement")
+                   help="insertion group (conv, fc, branch, input), or points joined by '+': NAME is after "
+                        "submodule NAME (its output), NAME:in before it (its input), e.g. 'features.relu3+head:in'; "
+                        "default: the paper's placement (found automatically in your own model)")
     p.add_argument("--seed", type=int, default=0)
     add_training_args(p, single=True)
     p.add_argument("--probe", action="store_true", help="also run the co-adaptation probe after training")
@@ -134,7 +134,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--suite", choices=["classification", "segmentation", "blocks"], default="classification",
                    help="classification (default), segmentation (U-Net, Dice), blocks (maxout, stochastic pooling, "
                         "Standout as model variants)")
-    p.add_argument("--methods", default=None, help="comma-separated names, or 'activation' (default) / 'all'")
+    p.add_argument("--methods", default=None, help="comma-separated names, or 'activation' (default) / 'all'; "
+                                                  "the baseline 'none' is always an arm")
     p.add_argument("--seeds", type=int, default=None, help="number of seeds (default 3; 2 with --quick)")
     p.add_argument("--quick", action="store_true", help="a seconds-long smoke run of the whole pipeline")
     p.add_argument("--no-probe", action="store_true", help="skip the co-adaptation probe")
