@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from dropkit.base import DropkitModule
-from dropkit.masks import keep_fraction_scale
+from dropkit.masks import keep_fraction_scale, sample_uniform
 from dropkit.registry import register
 from dropkit.validation import (
     check_bool,
@@ -98,7 +98,7 @@ def _sample_drop(
 ) -> torch.Tensor:
     """Eqs. 5–8: True where a unit is dropped. ``protect`` is (N, U) in [0, 1]; ``p`` the target drop rate."""
     n, u = protect.shape
-    noise = torch.rand((2, n, u), generator=generator, device=protect.device, dtype=torch.float32)
+    noise = sample_uniform((2, n, u), protect, generator)
     candidate = noise[0] >= protect  # M_u = 0: not shielded by the correlation mask
     p_hat = (p * candidate.numel() / candidate.sum(dtype=torch.float32).clamp_min(1.0)).clamp(max=1.0)  # eq. 6
     return candidate & (noise[1] < p_hat)  # eqs. 7–8: S = 0 where M = 0 and B = 0

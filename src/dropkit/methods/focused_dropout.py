@@ -35,6 +35,7 @@ from typing import Any
 import torch
 
 from dropkit.base import DropkitModule
+from dropkit.masks import sample_uniform
 from dropkit.registry import register
 from dropkit.validation import (
     check_choice,
@@ -103,12 +104,12 @@ def focused_dropout(
         # eq. 3: peak of the reference channel; eq. 4: τ = γ·peak.
         peak = ref.amax(dim=(2, 3), keepdim=True)
         gamma_shape = (n, 1, 1, 1) if gamma_per == "sample" else (n, 1, h, w)
-        gamma = torch.rand(gamma_shape, generator=generator, device=x.device, dtype=torch.float32)
+        gamma = sample_uniform(gamma_shape, x, generator)
         gamma = gamma * (high - low) + low
         # eq. 5: focused area; the peak itself always stays.
         keep = (ref > gamma * peak) | (ref == peak)
         if p < 1.0:
-            unfocused = torch.rand((n, 1, 1, 1), generator=generator, device=x.device, dtype=torch.float32) >= p
+            unfocused = sample_uniform((n, 1, 1, 1), x, generator) >= p
             keep = keep | unfocused
         mask = keep.to(x.dtype)
     return x * mask
