@@ -112,6 +112,9 @@ class Participation(Schedule):
     so exactly ⌊T·rate⌋ of the first T batches, never front-loaded); ``mode="random"`` draws each batch
     independently with its own seeded generator (so the decision does not consume the global RNG). After
     ``step()``, ``participating`` says whether the coming batch is regularized.
+
+    A layer that draws its own participation (FocusedDropout, ``external_participation``) hands the decision to
+    the schedule: it then regularizes every batch the schedule enables.
     """
 
     name = "Participation"
@@ -122,6 +125,9 @@ class Participation(Schedule):
         self.mode = check_choice(mode, "mode", self.name, ("even", "random"))
         self.seed = int(seed)
         self.participating = False
+        for layer in self.layers:
+            if hasattr(layer, "external_participation"):
+                layer.external_participation = True
 
     def participates(self, t: int) -> bool:
         if self.mode == "even":
