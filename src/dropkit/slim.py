@@ -306,13 +306,17 @@ def _sliced_conv(m: nn.Module, out_w: int | None, in_spec: tuple[int, int, float
         new.weight.copy_(weight)
         if bias is not None:
             new.bias.copy_(bias)
+    new.weight.requires_grad_(m.weight.requires_grad)
     return new
 
 
 def _sliced_norm(m: nn.Module, w: int) -> nn.Module:
-    ref = next(iter(list(m.parameters(recurse=False)) + [b for b in m.buffers(recurse=False) if b is not None]), None)
+    # device and dtype from a floating tensor of the original (num_batches_tracked is int64: not a dtype to copy),
+    # else a float64 model's sliced BatchNorm would come back float32 and fail with "mixed dtype".
+    tensors = list(m.parameters(recurse=False)) + [b for b in m.buffers(recurse=False) if b is not None]
+    ref = next((t for t in tensors if t.is_floating_point()), None)
     new = type(m)(w, eps=m.eps, momentum=m.momentum, affine=m.affine, track_running_stats=m.track_running_stats,
-                  device=None if ref is None else ref.device)
+                  device=None if ref is None else ref.device, dtype=None if ref is None else ref.dtype)
     with torch.no_grad():
         for name, value in list(m.named_parameters(recurse=False)) + list(m.named_buffers(recurse=False)):
             if value is None:
