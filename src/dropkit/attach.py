@@ -130,6 +130,8 @@ def _run_attached_before(child: str, module: nn.Module, args: tuple) -> tuple:
 
 def _attach_hook(target: nn.Module, target_name: str, name: str, where: str, params: dict, handle: AttachHandle) -> None:
     layer = create(name, **params)
+    if isinstance(layer, DropkitModule):
+        layer.attached_to(target, where)
     child = _child_name(target, name)
     target.add_module(child, layer)
     # The hook finds the layer by name on the module it runs on (no closure over the layer), so a deep copy of
