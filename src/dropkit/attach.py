@@ -21,6 +21,7 @@ from typing import Any
 from torch import fx, nn
 
 from dropkit.base import DropkitModule
+from dropkit.protocol import ProtocolLayer
 from dropkit.registry import create, get_card
 
 __all__ = ["attach", "AttachHandle", "AttachAwareTracer", "mc_dropout", "dropkit_layers"]
@@ -197,17 +198,30 @@ class mc_dropout:  # noqa: N801 — used like a function: `dropkit.mc_dropout(mo
     """
 
     def __init__(self, model: nn.Module, enabled: bool = True, include_torch: bool = False) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"mc_dropout: model must be a torch.nn.Module, got {type(model).__name__}")
+        if not isinstance(enabled, bool):
+            raise TypeError(f"mc_dropout: enabled must be True or False, got {enabled!r}")
         torch_dropouts = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
         self._saved = []
+        self._phases = []
         for module in model.modules():
             if isinstance(module, DropkitModule) or (include_torch and isinstance(module, torch_dropouts)):
                 self._saved += [(m, m.training) for m in module.modules()]
+                self._phases += [(m, m.protocol_phase) for m in module.modules() if isinstance(m, ProtocolLayer)]
                 module.train(enabled)
+                # Sampling at inference is not training: layers that gather training statistics must not count it.
+                for m in module.modules():
+                    if isinstance(m, ProtocolLayer) and enabled:
+                        m.protocol_phase = "inference"
 
     def restore(self) -> None:
         for module, mode in self._saved:
             module.training = mode
+        for module, phase in self._phases:
+            module.protocol_phase = phase
         self._saved = []
+        self._phases = []
 
     def __enter__(self) -> mc_dropout:
         return self

@@ -270,7 +270,7 @@ class NSDropout(ProtocolLayer, DropkitModule):
         elif self.training and self.enabled:
             if phase == "train":
                 self._update_mask(x, self.protocol_targets)
-            elif self.strict:
+            elif phase is None and self.strict:
                 raise RuntimeError(f"{_METHOD}: training forward outside dropkit.supervise(model, targets); the "
                                    f"mask cannot be updated without labels (strict=True)")
         if not self.enabled:
