@@ -43,11 +43,19 @@ def _resolve_targets(model: nn.Module, at: Target) -> list[str]:
         if not names:
             raise ValueError("attach: the predicate given as `at` matched no submodule")
         return names
-    names = [at] if isinstance(at, str) else list(at)
+    if isinstance(at, str):
+        names = [at]
+    elif isinstance(at, Iterable):
+        names = list(at)
+    else:
+        raise TypeError(f"attach: `at` must be a submodule name, a list of names or a predicate "
+                        f"(name, module) -> bool, got {type(at).__name__} {at!r}")
     if not names:
         raise ValueError("attach: `at` is empty; give submodule names as in model.named_modules() or a predicate")
     for name in names:
-        if not isinstance(name, str) or name not in modules or name == "":
+        if not isinstance(name, str):
+            raise TypeError(f"attach: `at` must hold submodule names (str), got {type(name).__name__} {name!r}")
+        if name not in modules or name == "":
             close = difflib.get_close_matches(str(name), [n for n in modules if n], n=3)
             hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
             raise ValueError(f"attach: no submodule named {name!r} in the model{hint}")
