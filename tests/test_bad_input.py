@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 import dropkit
+from dropkit.attach import dropkit_layers
 
 ACTIVATION = [c.name for c in dropkit.methods(kind="activation")]
 SEED = 0
@@ -166,7 +167,7 @@ def test_attach_twice_and_remove_twice():
     before = [n for n, _ in model.named_modules()]
     first = dropkit.attach(model, "dropout", at="0")
     second = dropkit.attach(model, "dropout", at="0")
-    assert len(dropkit.attach.__globals__["dropkit_layers"](model)) == 2
+    assert len(dropkit_layers(model)) == 2
     assert model(torch.rand(3, 4)).shape == (3, 2)
     second.remove()
     second.remove()  # idempotent

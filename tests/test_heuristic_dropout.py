@@ -259,7 +259,8 @@ class TestFastPaths:
 
 
 def test_laplacian_of_a_single_impulse_is_eight_at_the_centre_minus_one_around():
-    # Independent of LAPLACE_KERNEL: a sign flip or a wrong kernel must show here (spec §7a: 8 centre, −1 around).
+    # Independent of LAPLACE_KERNEL: a sign flip or a wrong kernel must show here (official kernel: 8 at the
+    # centre, −1 at the 8 neighbours).
     impulse = torch.zeros(5, 5)
     impulse[2, 2] = 1.0
     busy = torch.arange(25.0).view(5, 5) % 2 * 5.0  # high variance: a low k/var score, not selected
