@@ -184,10 +184,9 @@ _SPARSE_MAX_SEEDS = 32
 _EXACT_SEARCH_LIMIT = 64
 
 
-@functools.lru_cache(maxsize=1024)
-def _max_seed_count(n: int, prob: float, tail: float) -> int:
+def _seed_count_bound(n: int, prob: float, tail: float) -> int:
     """A K with P(Binomial(n, prob) > K) < ``tail``: the exact smallest one when it is small (where the sparse
-    sampler's cost depends on it), else Bernstein's closed-form bound. Cached per (shape, rate): DropBlock calls
+    sampler's cost depends on it), else Bernstein's closed-form bound. Cached (``_max_seed_count``): DropBlock calls
     it on every forward, and the exact search was O(K) Python steps (K ≈ n·prob: ~10⁵ on a 128³ volume).
 
     Bernstein: P(X ≥ μ + t) ≤ exp(−t² / (2(σ² + t/3))) for a sum of independent variables within 1 of their
@@ -214,6 +213,11 @@ def _max_seed_count(n: int, prob: float, tail: float) -> int:
             return k
         pmf *= (n - k) / (k + 1) * odds
     return bound
+
+
+#: :func:`_seed_count_bound` cached per (shape, rate) for eager calls; a compiled forward computes it once at trace
+#: time instead (dynamo warns about, and traces through, an lru_cache wrapper).
+_max_seed_count = functools.lru_cache(maxsize=1024)(_seed_count_bound)
 
 
 def block_seed_rate(p: float, spatial: Sequence[int], block: Sequence[int]) -> float:
@@ -256,7 +260,8 @@ def sample_block_keep_mask(
     valid = tuple(s - b + 1 for s, b in zip(spatial, block))
     n_valid = math.prod(valid)
     rows = math.prod(lead_shape)
-    k = _max_seed_count(n_valid, gamma, _SEED_COUNT_TAIL)
+    bound = _seed_count_bound if torch.compiler.is_compiling() else _max_seed_count
+    k = bound(n_valid, gamma, _SEED_COUNT_TAIL)
     if algorithm == "auto":
         # On a GPU these maps are launch-bound, not bandwidth-bound: the dense sampler's ~10 kernels beat the
         # sparse one's ~40 small ones (H200, (64, 64, 16, 16): sparse 1.10 ms fwd+bwd against 0.74 ms for the
