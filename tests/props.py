@@ -15,13 +15,17 @@ def assert_eval_identity(module: torch.nn.Module, x: torch.Tensor) -> None:
     module.train()
 
 
-def assert_compiles_fullgraph(module: torch.nn.Module, x: torch.Tensor) -> None:
-    """``forward`` traces with ``fullgraph=True`` (no .item(), NumPy or Python RNG) and keeps the shape."""
+def assert_compiles_fullgraph(module: torch.nn.Module, x: torch.Tensor, batch_sizes=(8, 5, 3)) -> None:
+    """``forward`` traces with ``fullgraph=True`` (no .item(), NumPy or Python RNG) and keeps the shape, also
+    when the batch size changes between calls (a compiled loop's smaller last batch: dynamo then retraces with a
+    dynamic batch dimension)."""
     torch._dynamo.reset()
     compiled = torch.compile(module, fullgraph=True, backend="eager")
-    y = compiled(x)
-    assert y.shape == x.shape
-    assert torch.isfinite(y).all()
+    for n in batch_sizes:
+        xn = x[:1].expand(n, *x.shape[1:]).clone() + torch.rand(n, *x.shape[1:], generator=torch.Generator().manual_seed(n))
+        y = compiled(xn)
+        assert y.shape == xn.shape
+        assert torch.isfinite(y).all()
 
 
 def assert_keeps_dtype_and_format(module: torch.nn.Module, x: torch.Tensor) -> None:

@@ -210,7 +210,7 @@ class TestFastPaths:
         """Alg. 1 with random tie-breaking as two sorts: shuffle by u, then a stable sort by similarity."""
         n, c = x.shape[:2]
         k = min(c, max(1, math.floor(p * c)))
-        seed = torch.randint(0, c, (n,), generator=generator)
+        seed = (torch.rand((n,), generator=generator) * c).long().clamp_max(c - 1)  # uniform seed channel
         sim = _seed_similarity(x, seed, "max_activation")
         ranked = sim.clone()
         ranked[torch.arange(n), seed] = math.inf

@@ -235,3 +235,46 @@ def test_bad_inputs() -> None:
         layer(torch.randn(4))
     with pytest.raises(TypeError, match="floating-point"):
         layer(torch.ones(2, 4, dtype=torch.int32))
+
+
+class TestStatisticsOnlyFromTraining:
+    """Held-out data must not leak into the clustering: only supervised (or plain autograd) training forwards count."""
+
+    @staticmethod
+    def _model():
+        return nn.Sequential(nn.Linear(4, 9), ClusteringDropout(0.5, update_every=100))
+
+    def test_mc_dropout_inference_does_not_accumulate(self):
+        model = self._model().eval()
+        layer = model[1]
+        with dropkit.mc_dropout(model):
+            with torch.no_grad():
+                model(torch.randn(8, 4))
+            model(torch.randn(8, 4))  # autograd on, still inference
+        dropkit.mc_dropout(model)  # the function form, without a context
+        model(torch.randn(8, 4))
+        assert int(layer.response_count) == 0 and float(layer.response_sum.abs().sum()) == 0.0
+        model.train()  # back to training: statistics again
+        model(torch.randn(8, 4))
+        assert int(layer.response_count) == 1
+
+    def test_validation_feed_does_not_accumulate(self):
+        model = nn.Sequential(nn.Linear(4, 9), ClusteringDropout(0.5, update_every=100), dropkit.create("ns_dropout"))
+        layer = model[1]
+        model.train()
+        for mode in ("eval", "train"):
+            dropkit.feed_validation(model, torch.randn(6, 4), torch.tensor([0, 1, 0, 1, 0, 1]), mode=mode)
+        assert int(layer.response_count) == 0
+        with dropkit.supervise(model, torch.tensor([0, 1, 0, 1, 0, 1])):
+            model(torch.randn(6, 4))
+        assert int(layer.response_count) == 1
+
+    def test_no_grad_training_mode_pass_does_not_accumulate(self):
+        model = self._model().train()
+        with torch.no_grad():
+            model(torch.randn(8, 4))
+        assert int(model[1].response_count) == 0
+
+    def test_mc_dropout_rejects_a_name(self):
+        with pytest.raises(TypeError, match="model"):
+            dropkit.mc_dropout("model")

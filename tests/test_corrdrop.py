@@ -94,7 +94,7 @@ class TestSpatial:
         assert corrdrop_spatial(x, 0.1, block_size=2).shape == x.shape
 
     def test_block_larger_than_map_and_tiny_maps(self):
-        for shape, k in [((2, 3, 3, 4), 5), ((1, 1, 1, 1), 5), ((3, 2, 1, 7), 3)]:
+        for shape, k in [((2, 3, 3, 4), 5), ((3, 2, 1, 7), 3), ((2, 2, 1, 2), 4)]:
             x = positive_input(shape)
             y = corrdrop_spatial(x, 0.5, block_size=k, generator=seeded(6))
             assert y.shape == x.shape and torch.isfinite(y).all()
@@ -140,7 +140,7 @@ class TestChannel:
         with pytest.raises(ValueError, match="max_units"):
             corrdrop_channel(torch.rand(1, 9, 2, 2), 0.1, max_units=8)
 
-    @pytest.mark.parametrize("shape", [(1, 1, 1, 1), (1, 5, 1, 1), (2, 3, 4, 9)])
+    @pytest.mark.parametrize("shape", [(1, 2, 1, 1), (1, 5, 1, 1), (2, 3, 4, 9)])
     def test_shapes(self, shape):
         x = positive_input(shape)
         y = corrdrop_channel(x, 0.5, generator=seeded(11))
@@ -152,7 +152,7 @@ class TestModules:
     def test_card(self, cls):
         card = dropkit.get_card(cls.method_name)
         assert card.family == "guided" and card.kind == "activation"
-        assert dict(card.schedule) == {"type": "linear_ramp", "param": "p"}
+        assert dict(card.schedule) == {"type": "linear_ramp", "param": "p", "steps": 200}
         assert card.defaults["p"] == 0.2 and card.taxonomy["theta"] == "p(θ|x)+time"
 
     def test_eval_and_p_zero_identity(self, cls):
@@ -231,3 +231,91 @@ class TestFastPaths:
             if rescale:
                 keep = keep * keep_fraction_scale(keep, dtype)
             assert torch.equal(y, x * keep)
+
+
+class TestSmallMapsAndRates:
+    """A block as large as the map, the realised rate on ragged maps, one-unit inputs, sample independence."""
+
+    @pytest.mark.parametrize("hw, k", [(8, 9), (5, 5), (6, 7), (2, 5), (3, 3)])
+    def test_block_covering_the_map_still_drops(self, hw, k):
+        # Before: a single pooled unit, always shielded by softmax = 1, so the layer was the identity.
+        x = positive_input((400, 4, hw, hw), seed=hw)
+        y = corrdrop_spatial(x, 0.3, block_size=k, rescale=False, generator=seeded(k))
+        dropped = (y[:, 0] == 0).float().mean().item()
+        assert dropped > 0.05
+
+    def test_official_default_block_on_cifar_stage(self):
+        # k = 9 on an 8×8 map: shrunk to 7 (2×2 pooled units), so the unit rate is eq. 10's p' = p·64/(49·4).
+        x = positive_input((3000, 4, 8, 8), seed=31)
+        y = corrdrop_spatial(x, 0.2, block_size=9, rescale=False, generator=seeded(31))
+        units = (y[:, 0, ::7, ::7] == 0).float().mean().item()
+        expected = 0.2 * 64 / (49 * 4)
+        assert abs(units - expected) < binomial_tolerance(3000 * 4, expected)
+        assert CorrDropSpatial(block_size=9).block_size == 9
+
+    @pytest.mark.parametrize("correction", [False, True])
+    def test_realised_position_rate_ragged_map(self, correction):
+        # 8×8 with k = 5: p' = 0.2·64/(25·4) = 0.128 of the positions; corrected: 0.2.
+        from dropkit.methods.corrdrop import realised_spatial_rate
+
+        expected = realised_spatial_rate(0.2, 8, 8, 5, rate_correction=correction)
+        assert expected == pytest.approx(0.2 if correction else 0.128)
+        x = positive_input((4000, 3, 8, 8), seed=32)
+        y = corrdrop_spatial(x, 0.2, block_size=5, rescale=False, rate_correction=correction, generator=seeded(32))
+        dropped = (y[:, 0] == 0).float().mean().item()
+        # positions of one sample are correlated (blocks): the tolerance is on the 4 units per sample
+        assert abs(dropped - expected) < binomial_tolerance(4000 * 4, expected)
+
+    def test_rate_correction_is_a_module_option(self):
+        with pytest.raises(TypeError, match="rate_correction"):
+            CorrDropSpatial(rate_correction="yes")
+        assert "rate_correction=True" in repr(CorrDropSpatial(rate_correction=True))
+
+    def test_one_unit_refused_with_softmax(self):
+        with pytest.raises(ValueError, match="C = 1"):
+            corrdrop_channel(positive_input((4, 1, 5, 5)), 0.3)
+        with pytest.raises(ValueError, match="1×1"):
+            corrdrop_spatial(positive_input((4, 3, 1, 1)), 0.3)
+        # minmax has no such fixed point: the single channel is dropped at rate p
+        x = positive_input((2000, 1, 3, 3), seed=33)
+        y = corrdrop_channel(x, 0.3, mapping="minmax", rescale=False, generator=seeded(33))
+        dropped = (y.flatten(1) == 0).all(1).float().mean().item()
+        assert abs(dropped - 0.3) < binomial_tolerance(2000, 0.3)
+
+    @pytest.mark.parametrize("fn", [corrdrop_spatial, corrdrop_channel])
+    @pytest.mark.parametrize("bad", [math.nan, math.inf])
+    def test_non_finite_sample_does_not_change_other_masks(self, fn, bad):
+        x = positive_input((6, 8, 10, 10), seed=34)
+        poisoned = x.clone()
+        poisoned[2, 3, 4, 4] = bad
+        clean = fn(x, 0.4, rescale=False, generator=seeded(35))
+        dirty = fn(poisoned, 0.4, rescale=False, generator=seeded(35))
+        others = [0, 1, 3, 4, 5]
+        assert torch.equal(clean[others] == 0, dirty[others] == 0)
+        assert torch.equal(clean[others], dirty[others])
+        assert (dirty[2] == 0).any()  # the poisoned sample is still regularized
+
+    def test_expected_drop_rate_is_per_sample(self):
+        # p̂ = p·U/(U − Σ protect) per sample: each sample's expected dropped fraction is p, whatever the others.
+        from dropkit.methods.corrdrop import _sample_drop
+
+        protect = torch.tensor([[0.9, 0.05, 0.05, 0.0], [0.25, 0.25, 0.25, 0.25]]).repeat(5000, 1)
+        drop = _sample_drop(protect, 0.3, seeded(36)).float()
+        for row in (0, 1):
+            rate = drop[row::2].mean().item()
+            assert abs(rate - 0.3) < binomial_tolerance(5000 * 4, 0.3)
+
+
+def test_card_ramp_runs_over_the_papers_200_steps():
+    from torch import nn
+
+    for name in ("corrdrop_spatial", "corrdrop_channel"):
+        model = nn.Sequential(nn.Conv2d(3, 4, 3), dropkit.create(name, p=0.2))
+        ramp = dropkit.schedule.from_card(dropkit.get_card(name), model, total_steps=10_000)
+        assert isinstance(ramp, dropkit.schedule.LinearRamp) and ramp.n_steps == 200
+        for _ in range(101):
+            ramp.step()
+        assert model[1].p == pytest.approx(0.1)
+        for _ in range(200):
+            ramp.step()
+        assert model[1].p == pytest.approx(0.2)

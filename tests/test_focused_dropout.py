@@ -10,6 +10,7 @@ from dropkit.methods.focused_dropout import FocusedDropout, ParticipationWeightD
 from props import (
     assert_compiles_fullgraph,
     assert_eval_identity,
+    binomial_tolerance,
     assert_keeps_dtype_and_format,
     positive_input,
     seeded,
@@ -125,7 +126,7 @@ class TestModule:
 
     def test_regularizes_only_when_enabled(self):
         x = _positive_01((2, 3, 5, 5))
-        m = FocusedDropout(generator=seeded(13))
+        m = FocusedDropout(participation=1.0, generator=seeded(13))
         assert not torch.equal(m(x), x)
         m.enabled = False
         assert m(x) is x
@@ -222,3 +223,86 @@ class TestBadArguments:
             focused_dropout(torch.ones(2, 3, 4))
         with pytest.raises(TypeError, match="floating"):
             focused_dropout(torch.ones(2, 3, 4, 4, dtype=torch.int32))
+
+
+class TestSelfParticipation:
+    """A FocusedDropout created alone regularizes only a ``participation`` fraction of the training batches."""
+
+    @staticmethod
+    def _participated(m, x, batches):
+        changed = []
+        for _ in range(batches):
+            y = m(x)
+            changed.append(not torch.equal(y, x))
+            assert m.participating == changed[-1]
+        return torch.tensor(changed, dtype=torch.float32)
+
+    @pytest.mark.parametrize("rate", [0.1, 0.3])
+    def test_standalone_module_participates_at_its_rate(self, rate):
+        x = _positive_01((2, 3, 6, 6))
+        m = FocusedDropout(participation=rate, generator=seeded(50))
+        fraction = self._participated(m, x, 2000).mean().item()
+        assert abs(fraction - rate) < binomial_tolerance(2000, rate)
+
+    def test_default_is_the_papers_ten_percent(self):
+        x = _positive_01((2, 3, 6, 6))
+        fraction = self._participated(dropkit.create("focused_dropout", generator=seeded(51)), x, 2000).mean().item()
+        assert abs(fraction - 0.1) < binomial_tolerance(2000, 0.1)
+
+    def test_participation_one_and_zero(self):
+        x = _positive_01((2, 3, 6, 6))
+        assert self._participated(FocusedDropout(participation=1.0, generator=seeded(52)), x, 20).all()
+        assert not self._participated(FocusedDropout(participation=0.0, generator=seeded(53)), x, 20).any()
+
+    def test_schedule_attached_from_outside_wins(self):
+        x = _positive_01((2, 3, 6, 6))
+        model = torch.nn.Sequential(FocusedDropout(participation=0.1, generator=seeded(54)))
+        schedule = dropkit.schedule.Participation(model, 0.5)
+        assert model[0].external_participation
+        for _ in range(40):
+            schedule.step()
+            y = model(x)
+            assert (not torch.equal(y, x)) == schedule.participating == model[0].participating
+
+    def test_from_card_reads_spread(self):
+        model = torch.nn.Sequential(FocusedDropout())
+        schedule = dropkit.schedule.from_card(dropkit.get_card("focused_dropout"), model, total_steps=100)
+        assert schedule.mode == dropkit.get_card("focused_dropout").schedule["spread"] == "even"
+
+        class _Card:
+            name = "focused_dropout"
+            schedule = {"type": "participation", "rate": 0.1, "spread": "random"}
+
+        assert dropkit.schedule.from_card(_Card(), model, total_steps=100).mode == "random"
+
+    def test_eval_forward_keeps_the_last_decision(self):
+        x = _positive_01((2, 3, 6, 6))
+        m = FocusedDropout(participation=1.0)
+        m(x)
+        m.eval()
+        m(x)
+        assert m.participating
+
+    def test_weight_decay_follows_the_standalone_module(self):
+        x = _positive_01((2, 3, 6, 6))
+        m = FocusedDropout(participation=0.5, generator=seeded(55))
+        w = torch.nn.Parameter(torch.ones(2))
+        opt = torch.optim.SGD([w], lr=0.1, weight_decay=5e-4)
+        wd = ParticipationWeightDecay(opt, m)
+        seen = set()
+        for _ in range(30):
+            y = m(x)
+            assert wd.step() == (not torch.equal(y, x))
+            assert opt.param_groups[0]["weight_decay"] == (1e-3 if wd.participating else 5e-4)
+            seen.add(wd.participating)
+        assert seen == {True, False}
+
+    def test_compiles_with_self_participation(self):
+        x = _positive_01((8, 3, 6, 6))
+        m = FocusedDropout(participation=0.5)
+        compiled = torch.compile(m, fullgraph=True, backend="eager")
+        torch._dynamo.reset()
+        for n in (8, 5, 3):
+            y = compiled(x[:n])
+            assert y.shape == (n, 3, 6, 6)
+            assert m.participating == (not torch.equal(y, x[:n]))

@@ -256,3 +256,27 @@ class TestFastPaths:
         ya.sum().backward()
         yb.sum().backward()
         assert torch.equal(xa.grad, xb.grad)
+
+
+def test_laplacian_of_a_single_impulse_is_eight_at_the_centre_minus_one_around():
+    # Independent of LAPLACE_KERNEL: a sign flip or a wrong kernel must show here (official kernel: 8 at the
+    # centre, −1 at the 8 neighbours).
+    impulse = torch.zeros(5, 5)
+    impulse[2, 2] = 1.0
+    busy = torch.arange(25.0).view(5, 5) % 2 * 5.0  # high variance: a low k/var score, not selected
+    x = torch.stack([impulse, busy]).unsqueeze(0)  # (1, 2, 5, 5)
+    y = heuristic_dropout(x, 0.5)
+    expected = torch.zeros(5, 5)
+    expected[1:4, 1:4] = -1.0
+    expected[2, 2] = 8.0
+    assert torch.equal(y[0, 0], expected)
+    assert torch.equal(y[0, 1], busy)
+
+
+@pytest.mark.parametrize("fill", ["laplacian", "zero"])
+def test_empty_batch_returns_the_empty_tensor(fill):
+    x = torch.rand(0, 8, 5, 5, requires_grad=True)
+    y = heuristic_dropout(x, 0.5, fill=fill)
+    assert y.shape == x.shape
+    y.sum().backward()
+    assert HeuristicDropout(0.5, fill=fill).train()(torch.rand(0, 8, 5, 5)).shape == (0, 8, 5, 5)

@@ -231,3 +231,16 @@ def test_width_sweep_bad_input() -> None:
         width_sweep(model, 3.0)
     with pytest.raises(ValueError, match="structural_dropout"):
         width_sweep(nn.Linear(2, 2), lambda m: 1.0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_slim_keeps_the_dtype_of_batchnorm(dtype) -> None:
+    x = torch.randn(5, 1, 16, 16, dtype=torch.float64)
+    model = _warm(SmallCNN().double(), x).to(dtype)
+    small = slim(model, 3)
+    assert {p.dtype for p in small.parameters()} == {dtype}
+    assert small.bn1.running_mean.dtype == dtype and small.bn1.num_batches_tracked.dtype == torch.long
+    y = small(x.to(dtype))  # before: "expected all tensors to be of the same dtype" (BatchNorm left in float32)
+    ref = _reference(model, x.to(dtype), 3)
+    tol = 1e-6 if dtype == torch.float64 else 5e-2
+    assert y.dtype == dtype and torch.allclose(y.double(), ref.double(), atol=tol, rtol=tol)

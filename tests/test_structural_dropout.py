@@ -74,7 +74,8 @@ def test_lower_bound_and_step_restrict_the_cuts() -> None:
     torch.manual_seed(2)
     widths = _widths(StructuralDropout(1.0, lower_bound=3, step=4), torch.ones(1, 16), 400)
     assert set(widths.tolist()) == {3, 7, 11, 15}
-    assert torch.equal(StructuralDropout(1.0, lower_bound=16)(torch.ones(2, 16)), torch.ones(2, 16))
+    with pytest.raises(ValueError, match="lower_bound"):  # no cut left (the reference's randrange raises too)
+        StructuralDropout(1.0, lower_bound=16)(torch.ones(2, 16))
 
 
 def test_one_cut_per_batch_on_features_and_channels() -> None:
@@ -171,3 +172,56 @@ def test_bad_inputs() -> None:
     layer(torch.randn(2, 6))
     with pytest.raises(ValueError, match="expects 6"):
         layer(torch.randn(2, 7))
+
+
+class TestAxisAndRanges:
+    """The feature axis is the producer's; eval_size and lower_bound must fit the inferred width."""
+
+    def test_attach_after_conv_refuses_a_spatial_dim(self):
+        model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU())
+        dropkit.attach(model, "structural_dropout", at="0", dim=-1, p=1.0)
+        with pytest.raises(ValueError, match="dim=-1"):
+            model(torch.rand(2, 3, 8, 8))  # W = 8 = C: before, the width axis was cut silently
+
+    def test_attach_after_linear_on_tokens_refuses_dim_1(self):
+        model = nn.Sequential(nn.Linear(6, 4))
+        dropkit.attach(model, "structural_dropout", at="0", p=1.0)
+        with pytest.raises(ValueError, match="dim=1"):
+            model(torch.rand(2, 4, 6))  # (B, T, C) with T = C = 4
+        ok = nn.Sequential(nn.Linear(6, 4))
+        dropkit.attach(ok, "structural_dropout", at="0", p=1.0, dim=-1)
+        assert ok(torch.rand(2, 4, 6)).shape == (2, 4, 4)
+
+    def test_explicit_producer(self):
+        with pytest.raises(ValueError, match="producer"):
+            StructuralDropout(producer="rnn")
+        layer = StructuralDropout(1.0, producer="linear")
+        assert layer(torch.rand(3, 5)).shape == (3, 5)  # (N, H): axis 1 is the last axis
+
+    def test_slim_refuses_the_wrong_axis(self):
+        from dropkit.slim import slim
+
+        conv = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), StructuralDropout(dim=-1), nn.Flatten(), nn.Linear(64, 2))
+        conv.train()(torch.rand(2, 1, 4, 4))
+        with pytest.raises(ValueError, match="axis 1"):
+            slim(conv.eval(), 2)
+        tokens = nn.Sequential(nn.Linear(6, 4), StructuralDropout(), nn.Linear(4, 2))
+        tokens.train()(torch.rand(2, 4, 6))
+        with pytest.raises(ValueError, match="dim=-1"):
+            slim(tokens.eval(), 2)
+
+    def test_eval_size_above_the_inferred_width_is_refused(self):
+        layer = StructuralDropout(0.5, eval_size=12)
+        with pytest.raises(ValueError, match="eval_size"):
+            layer(torch.rand(2, 8))
+
+    def test_lower_bound_at_or_above_the_width_is_refused(self):
+        for lower_bound in (8, 20):
+            with pytest.raises(ValueError, match="lower_bound"):
+                StructuralDropout(1.0, lower_bound=lower_bound)(torch.rand(2, 8))
+            with pytest.raises(ValueError, match="lower_bound"):
+                structural_dropout(torch.rand(2, 8), 1.0, lower_bound=lower_bound)
+            with pytest.raises(ValueError, match="lower_bound"):
+                StructuralDropout(1.0, lower_bound=lower_bound, num_features=8)
+        with pytest.raises(ValueError, match="lower_bound"):
+            structural_dropout(torch.rand(2, 8), 1.0, lower_bound=0)

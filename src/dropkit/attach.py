@@ -21,6 +21,7 @@ from typing import Any
 from torch import fx, nn
 
 from dropkit.base import DropkitModule
+from dropkit.protocol import ProtocolLayer
 from dropkit.registry import create, get_card
 
 __all__ = ["attach", "AttachHandle", "AttachAwareTracer", "mc_dropout", "dropkit_layers"]
@@ -42,11 +43,19 @@ def _resolve_targets(model: nn.Module, at: Target) -> list[str]:
         if not names:
             raise ValueError("attach: the predicate given as `at` matched no submodule")
         return names
-    names = [at] if isinstance(at, str) else list(at)
+    if isinstance(at, str):
+        names = [at]
+    elif isinstance(at, Iterable):
+        names = list(at)
+    else:
+        raise TypeError(f"attach: `at` must be a submodule name, a list of names or a predicate "
+                        f"(name, module) -> bool, got {type(at).__name__} {at!r}")
     if not names:
         raise ValueError("attach: `at` is empty; give submodule names as in model.named_modules() or a predicate")
     for name in names:
-        if not isinstance(name, str) or name not in modules or name == "":
+        if not isinstance(name, str):
+            raise TypeError(f"attach: `at` must hold submodule names (str), got {type(name).__name__} {name!r}")
+        if name not in modules or name == "":
             close = difflib.get_close_matches(str(name), [n for n in modules if n], n=3)
             hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
             raise ValueError(f"attach: no submodule named {name!r} in the model{hint}")
@@ -130,6 +139,8 @@ def _run_attached_before(child: str, module: nn.Module, args: tuple) -> tuple:
 
 def _attach_hook(target: nn.Module, target_name: str, name: str, where: str, params: dict, handle: AttachHandle) -> None:
     layer = create(name, **params)
+    if isinstance(layer, DropkitModule):
+        layer.attached_to(target, where)
     child = _child_name(target, name)
     target.add_module(child, layer)
     # The hook finds the layer by name on the module it runs on (no closure over the layer), so a deep copy of
@@ -195,17 +206,30 @@ class mc_dropout:  # noqa: N801 — used like a function: `dropkit.mc_dropout(mo
     """
 
     def __init__(self, model: nn.Module, enabled: bool = True, include_torch: bool = False) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"mc_dropout: model must be a torch.nn.Module, got {type(model).__name__}")
+        if not isinstance(enabled, bool):
+            raise TypeError(f"mc_dropout: enabled must be True or False, got {enabled!r}")
         torch_dropouts = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
         self._saved = []
+        self._phases = []
         for module in model.modules():
             if isinstance(module, DropkitModule) or (include_torch and isinstance(module, torch_dropouts)):
                 self._saved += [(m, m.training) for m in module.modules()]
+                self._phases += [(m, m.protocol_phase) for m in module.modules() if isinstance(m, ProtocolLayer)]
                 module.train(enabled)
+                # Sampling at inference is not training: layers that gather training statistics must not count it.
+                for m in module.modules():
+                    if isinstance(m, ProtocolLayer) and enabled:
+                        m.protocol_phase = "inference"
 
     def restore(self) -> None:
         for module, mode in self._saved:
             module.training = mode
+        for module, phase in self._phases:
+            module.protocol_phase = phase
         self._saved = []
+        self._phases = []
 
     def __enter__(self) -> mc_dropout:
         return self

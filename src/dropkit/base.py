@@ -62,6 +62,10 @@ class DropkitModule(nn.Module):
         """True when ``forward`` will regularize: training, enabled and p > 0."""
         return self.training and self._enabled and self._p > 0.0
 
+    def attached_to(self, module: nn.Module, where: str) -> None:
+        """Called by ``dropkit.attach`` with the module the layer runs ``where`` ("after"/"before"); a layer that
+        depends on what produces its input (its feature axis, say) reads it here. Default: nothing."""
+
     def _generator_for(self, x: torch.Tensor) -> torch.Generator | None:
         return check_generator(self.generator, x, self.method_name)
 

@@ -13,6 +13,7 @@ Conventions (see ``shared/design.md`` §3):
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import Literal
@@ -179,20 +180,44 @@ _SEED_COUNT_TAIL = 1e-10
 _SPARSE_MAX_SEEDS = 32
 
 
-def _max_seed_count(n: int, prob: float, tail: float) -> int:
-    """Smallest K with P(Binomial(n, prob) > K) < ``tail`` (Python floats at trace time: n and prob come from
-    static shapes and hyper-parameters)."""
+# Above this Bernstein bound the exact quantile is not searched: the sparse sampler needs K ≤ 62 anyway.
+_EXACT_SEARCH_LIMIT = 64
+
+
+def _seed_count_bound(n: int, prob: float, tail: float) -> int:
+    """A K with P(Binomial(n, prob) > K) < ``tail``: the exact smallest one when it is small (where the sparse
+    sampler's cost depends on it), else Bernstein's closed-form bound. Cached (``_max_seed_count``): DropBlock calls
+    it on every forward, and the exact search was O(K) Python steps (K ≈ n·prob: ~10⁵ on a 128³ volume).
+
+    Bernstein: P(X ≥ μ + t) ≤ exp(−t² / (2(σ² + t/3))) for a sum of independent variables within 1 of their
+    means; with L = ln(1/tail) the root t = L/3 + √(L²/9 + 2Lσ²) makes the bound equal ``tail``, so
+    K = ⌊μ + t⌋ is a valid upper bound for every n and prob (not an approximation).
+    """
     if prob <= 0.0:
         return 0
     if prob >= 1.0:
         return n
-    log_p, log_q = math.log(prob), math.log1p(-prob)
+    mean, var = n * prob, n * prob * (1.0 - prob)
+    log_inv_tail = math.log(1.0 / tail)
+    bound = min(n, math.floor(mean + log_inv_tail / 3.0 + math.sqrt(log_inv_tail ** 2 / 9.0 + 2.0 * log_inv_tail * var)))
+    if bound > _EXACT_SEARCH_LIMIT:
+        return bound
+    # The pmf by its recurrence pmf(k+1) = pmf(k)·(n−k)/(k+1)·p/(1−p), from pmf(0) = (1−p)^n: relative error
+    # ~1e-16 per step, where lgamma(n+1) − lgamma(n−k+1) cancels ~1e-9 away on large maps (more than the tail).
+    odds = prob / (1.0 - prob)
+    pmf = math.exp(n * math.log1p(-prob))
     total = 0.0
-    for k in range(n + 1):
-        total += math.exp(math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1) + k * log_p + (n - k) * log_q)
+    for k in range(bound + 1):  # at most 65 steps, and only once per (shape, rate)
+        total += pmf
         if 1.0 - total < tail:
             return k
-    return n
+        pmf *= (n - k) / (k + 1) * odds
+    return bound
+
+
+#: :func:`_seed_count_bound` cached per (shape, rate) for eager calls; a compiled forward computes it once at trace
+#: time instead (dynamo warns about, and traces through, an lru_cache wrapper).
+_max_seed_count = functools.lru_cache(maxsize=1024)(_seed_count_bound)
 
 
 def block_seed_rate(p: float, spatial: Sequence[int], block: Sequence[int]) -> float:
@@ -235,7 +260,8 @@ def sample_block_keep_mask(
     valid = tuple(s - b + 1 for s, b in zip(spatial, block))
     n_valid = math.prod(valid)
     rows = math.prod(lead_shape)
-    k = _max_seed_count(n_valid, gamma, _SEED_COUNT_TAIL)
+    bound = _seed_count_bound if torch.compiler.is_compiling() else _max_seed_count
+    k = bound(n_valid, gamma, _SEED_COUNT_TAIL)
     if algorithm == "auto":
         # On a GPU these maps are launch-bound, not bandwidth-bound: the dense sampler's ~10 kernels beat the
         # sparse one's ~40 small ones (H200, (64, 64, 16, 16): sparse 1.10 ms fwd+bwd against 0.74 ms for the

@@ -66,7 +66,7 @@ __all__ = [
     "step_statistics",
 ]
 
-_PHASES = (None, "train", "validation")
+_PHASES = (None, "train", "validation", "inference")
 
 
 class ProtocolLayer:
@@ -78,8 +78,10 @@ class ProtocolLayer:
         needs_steps: the layer's :meth:`protocol_step` is called by ``step_statistics``.
 
     Instance attributes set by the protocol functions (never by the layer itself):
-        protocol_phase: ``None``, ``"train"`` (inside ``supervise``) or ``"validation"`` (inside
-            ``feed_validation``).
+        protocol_phase: ``None``, ``"train"`` (inside ``supervise``), ``"validation"`` (inside
+            ``feed_validation``, for every protocol layer of the model) or ``"inference"`` (while
+            ``dropkit.mc_dropout`` keeps the layer sampling; ``layer.train()``/``eval()`` clears it). Layers that
+            gather training statistics must not gather them in the last two.
         protocol_targets: the integer labels of the batch in the current phase, or ``None``.
     """
 
@@ -93,6 +95,19 @@ class ProtocolLayer:
 
     def protocol_step(self) -> None:
         """Called once per optimizer step by ``step_statistics`` when ``needs_steps`` is True."""
+
+    def train(self, mode: bool = True):  # type: ignore[override]
+        # model.train() / model.eval() ends an MC-dropout inference phase that was switched on without a context.
+        if self.protocol_phase == "inference":
+            self.protocol_phase = None
+        return super().train(mode)  # type: ignore[misc]
+
+    def observes_training(self) -> bool:
+        """True in a forward whose statistics belong to training: inside ``supervise``, or outside the protocol
+        with autograd on (a bare training loop). Never in ``feed_validation``, MC-dropout inference or a
+        ``torch.no_grad()`` pass."""
+        phase = self.protocol_phase
+        return phase == "train" or (phase is None and torch.is_grad_enabled())
 
 
 def protocol_layers(model: nn.Module) -> list[ProtocolLayer]:
@@ -195,7 +210,8 @@ def feed_validation(
     try:
         if mode == "eval":
             model.eval()
-        with torch.no_grad(), _phase(takers, "validation", y_val):
+        # every protocol layer, not only the takers, sees the phase: statistics layers must not count this batch
+        with torch.no_grad(), _phase(layers, "validation", y_val):
             return model(x_val)
     finally:
         for module, was_training in flags:

@@ -112,6 +112,9 @@ class Participation(Schedule):
     so exactly ⌊T·rate⌋ of the first T batches, never front-loaded); ``mode="random"`` draws each batch
     independently with its own seeded generator (so the decision does not consume the global RNG). After
     ``step()``, ``participating`` says whether the coming batch is regularized.
+
+    A layer that draws its own participation (FocusedDropout, ``external_participation``) hands the decision to
+    the schedule: it then regularizes every batch the schedule enables.
     """
 
     name = "Participation"
@@ -122,6 +125,9 @@ class Participation(Schedule):
         self.mode = check_choice(mode, "mode", self.name, ("even", "random"))
         self.seed = int(seed)
         self.participating = False
+        for layer in self.layers:
+            if hasattr(layer, "external_participation"):
+                layer.external_participation = True
 
     def participates(self, t: int) -> bool:
         if self.mode == "even":
@@ -153,8 +159,10 @@ class WarmUp(Schedule):
 def from_card(card, model: nn.Module, total_steps: int) -> Schedule | None:
     """The schedule a method's card asks for, over a run of ``total_steps`` batches, or None.
 
-    Card schedules: ``{"type": "linear_ramp", "fraction": f}`` (ramp over the first f of training, default 1),
-    ``{"type": "participation", "rate": r, "mode": m}``, ``{"type": "warmup", "fraction": f}`` or ``"steps": n``.
+    Card schedules: ``{"type": "linear_ramp", "fraction": f}`` (ramp over the first f of training, default 1) or
+    ``"steps": n`` (over the first n batches, whatever the run's length: CorrDrop's 200),
+    ``{"type": "participation", "rate": r, "spread": s}`` (s = ``"even"`` or ``"random"``; ``"mode"`` is read
+    where a card has no ``"spread"``), ``{"type": "warmup", "fraction": f}`` or ``"steps": n``.
     """
     spec = card.schedule
     if spec is None:
@@ -162,10 +170,14 @@ def from_card(card, model: nn.Module, total_steps: int) -> Schedule | None:
     kind = spec.get("type")
     total_steps = check_positive_int(total_steps, "total_steps", "from_card")
     if kind == "linear_ramp":
-        n = max(1, round(total_steps * float(spec.get("fraction", 1.0))))
+        if "steps" in spec:
+            n = check_positive_int(spec["steps"], "steps", f"from_card ({card.name})")
+        else:
+            n = max(1, round(total_steps * float(spec.get("fraction", 1.0))))
         return LinearRamp(model, n, start=float(spec.get("start", 0.0)), methods=[card.name])
     if kind == "participation":
-        return Participation(model, float(spec["rate"]), mode=spec.get("mode", "even"), methods=[card.name])
+        spread = spec.get("spread", spec.get("mode", "even"))
+        return Participation(model, float(spec["rate"]), mode=spread, methods=[card.name])
     if kind == "warmup":
         n = int(spec["steps"]) if "steps" in spec else round(total_steps * float(spec.get("fraction", 0.1)))
         return WarmUp(model, n, methods=[card.name])

@@ -189,6 +189,21 @@ def _describe(node: fx.Node, modules: dict[str, nn.Module]) -> str:
     return f"{node.op} {getattr(node.target, '__name__', node.target)!s}"
 
 
+def _check_feature_axis(sd_name: str, layer: StructuralDropout, producer: str, m: nn.Module) -> None:
+    """The structural layer must cut the producer's feature axis: channels (1) of a ConvNd, the last axis of a
+    Linear. A dim naming another axis of the same size would be sliced silently wrong."""
+    if isinstance(m, nn.Linear):
+        if layer.dim == -1 or (layer.dim == 1 and layer.input_ndim == 2):
+            return
+        seen = "an unknown input rank" if layer.input_ndim is None else f"{layer.input_ndim}-D inputs"
+        raise ValueError(f"slim: {sd_name} has dim={layer.dim} but its producer {producer} (Linear) puts its features "
+                         f"on the last axis ({seen}); use dim=-1")
+    ndim = len(m.kernel_size) + 2
+    if layer.dim not in (1, 1 - ndim):
+        raise ValueError(f"slim: {sd_name} has dim={layer.dim} but its producer {producer} ({type(m).__name__}) puts "
+                         f"its channels on axis 1; use dim=1")
+
+
 def _slice_chain(modules: dict[str, nn.Module], sd_name: str, sd_node: fx.Node,
                  width: Any, plan: _Plan) -> None:
     layer = modules[sd_name]
@@ -264,6 +279,7 @@ def _slice_chain(modules: dict[str, nn.Module], sd_name: str, sd_node: fx.Node,
     block = fan_in // h
     if block != 1 and not flatten:
         raise ValueError(f"slim: {consumer} reads {fan_in} inputs but {sd_name} has {h} features")
+    _check_feature_axis(sd_name, layer, producer, modules[producer])
     scale = h / w if layer.normalize else 1.0
     clashes = [n for n in (producer,) if n in plan.out_width] + [n for n in (consumer,) if n in plan.in_width] \
         + [n for n in norms if n in plan.norm_width]
@@ -306,13 +322,17 @@ def _sliced_conv(m: nn.Module, out_w: int | None, in_spec: tuple[int, int, float
         new.weight.copy_(weight)
         if bias is not None:
             new.bias.copy_(bias)
+    new.weight.requires_grad_(m.weight.requires_grad)
     return new
 
 
 def _sliced_norm(m: nn.Module, w: int) -> nn.Module:
-    ref = next(iter(list(m.parameters(recurse=False)) + [b for b in m.buffers(recurse=False) if b is not None]), None)
+    # device and dtype from a floating tensor of the original (num_batches_tracked is int64: not a dtype to copy),
+    # else a float64 model's sliced BatchNorm would come back float32 and fail with "mixed dtype".
+    tensors = list(m.parameters(recurse=False)) + [b for b in m.buffers(recurse=False) if b is not None]
+    ref = next((t for t in tensors if t.is_floating_point()), None)
     new = type(m)(w, eps=m.eps, momentum=m.momentum, affine=m.affine, track_running_stats=m.track_running_stats,
-                  device=None if ref is None else ref.device)
+                  device=None if ref is None else ref.device, dtype=None if ref is None else ref.dtype)
     with torch.no_grad():
         for name, value in list(m.named_parameters(recurse=False)) + list(m.named_buffers(recurse=False)):
             if value is None:

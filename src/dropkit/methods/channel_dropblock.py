@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from dropkit.base import DropkitModule
+from dropkit.masks import sample_uniform
 from dropkit.registry import register
 from dropkit.validation import check_choice, check_float_tensor, check_generator, check_ndim, check_probability
 
@@ -159,13 +160,15 @@ def channel_dropblock(
     n, c = x.shape[:2]
     k = min(c, max(1, math.floor(p * c)))
     with torch.no_grad():
-        seed = torch.randint(0, c, (n,), generator=generator, device=x.device)  # Alg. 1 step 2: one row per sample
+        # Alg. 1 step 2: one seed row per sample, uniform over the C channels (⌊u·C⌋, not torch.randint: passing
+        # generator=None explicitly breaks dynamo's retrace when the batch size changes).
+        seed = sample_uniform((n,), x, generator).mul_(c).long().clamp_max_(c - 1)
         sim = _seed_similarity(x.detach(), seed, metric)
         if ties == "random" and metric == "max_activation":
             # Lexicographic (similarity descending, then u ascending) order in one topk instead of two argsorts
             # of (N, C): the similarities are integers (−squared distances), so sim − u orders exactly so, and
             # float64 holds every sim − u exactly; the seed channel (always in its own group) gets +inf.
-            u = torch.rand((n, c), generator=generator, device=x.device)
+            u = sample_uniform((n, c), x, generator)
             key = sim.double().sub_(u).scatter_(1, seed.view(n, 1), math.inf)
             top = key.topk(k, dim=1).indices
             # Alg. 1 step 4: 1/(1 − γ) on the kept channels, 0 on the group (the same floats as (~drop) / (1 − γ)).
@@ -186,7 +189,7 @@ def _group_multiplier(
     ranked = sim.masked_fill(seed_hot, math.inf)  # the seed channel is always in its own group
     if ties == "random":
         # Lexicographic (similarity, random) order: shuffle, then a stable sort by similarity.
-        shuffle = torch.rand((n, c), generator=generator, device=sim.device).argsort(dim=1)
+        shuffle = sample_uniform((n, c), sim, generator).argsort(dim=1)
         order = ranked.gather(1, shuffle).argsort(dim=1, descending=True, stable=True)
         top = shuffle.gather(1, order[:, :k])
         drop = torch.zeros((n, c), dtype=torch.bool, device=sim.device).scatter(1, top, True)

@@ -294,7 +294,9 @@ class ClusteringDropout(ProtocolLayer, DropkitModule):
         self._size(x.shape[dim], x.device)
         if not self.training:
             return x
-        if self.characteristic == "feature":
+        if self.characteristic == "feature" and self.observes_training():
+            # only training batches: not feed_validation, MC-dropout inference or a no_grad pass (held-out data
+            # must not leak into the clustering)
             with torch.no_grad():
                 a = x.detach().movedim(dim, 1)
                 self.response_sum.add_(a.reshape(a.shape[0], a.shape[1], -1).abs().float().mean((0, 2)))
@@ -310,7 +312,7 @@ class ClusteringDropout(ProtocolLayer, DropkitModule):
                 scale = torch.where(q > 0, 1.0 / q.clamp_min(1e-12), torch.zeros_like(q))
                 factor = (keep * scale).to(x.dtype)
             out = x * factor
-        if self.characteristic == "feature_grad" and out.requires_grad:
+        if self.characteristic == "feature_grad" and out.requires_grad and self.observes_training():
             out = _GradProbe.apply(out, self.response_sum, self.response_count, dim)
         return out
 

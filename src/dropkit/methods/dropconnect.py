@@ -73,10 +73,27 @@ class DropConnect(DropkitModule):
         layer = self.layer
         return conv(x, weight, bias, layer.stride, layer.padding, layer.dilation, groups)
 
+    def _check_input(self, x: torch.Tensor) -> bool:
+        """Refuse a shape the wrapped layer cannot take, naming it; True when ``x`` is an unbatched conv input."""
+        layer = self.layer
+        if isinstance(layer, nn.Linear):
+            if x.ndim < 1 or x.shape[-1] != layer.in_features:
+                raise ValueError(f"dropconnect: x must be (..., {layer.in_features}) for the wrapped "
+                                 f"Linear({layer.in_features}, {layer.out_features}), got shape {tuple(x.shape)}")
+            return False
+        d = len(layer.kernel_size)
+        if x.ndim not in (d + 1, d + 2) or x.shape[-d - 1] != layer.in_channels:
+            raise ValueError(f"dropconnect: x must be (N, {layer.in_channels}, *spatial) or unbatched "
+                             f"({layer.in_channels}, *spatial) with {d} spatial dims for the wrapped "
+                             f"{type(layer).__name__}, got shape {tuple(x.shape)}")
+        return x.ndim == d + 1
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.active:
             return self.layer(x)
         check_float_tensor(x, self.method_name)
+        if self._check_input(x):  # unbatched (C, *spatial), as the wrapped conv accepts: one sample
+            return self.forward(x.unsqueeze(0)).squeeze(0)
         generator = check_generator(self.generator, x, self.method_name)
         layer = self.layer
         if not self.per_sample:
@@ -84,7 +101,11 @@ class DropConnect(DropkitModule):
             if isinstance(layer, nn.Linear):
                 return F.linear(x, weight, layer.bias)
             return self._conv(x, weight, layer.bias, layer.groups)
+        if x.ndim == 1:  # an unbatched Linear input: one sample
+            return self.forward(x.unsqueeze(0)).squeeze(0)
         n = x.shape[0]
+        if n == 0:  # an empty batch: no mask to draw, the layer gives the empty output of the right shape
+            return layer(x)
         weights = dropconnect_weight(layer.weight, self.p, copies=n, generator=generator)
         if isinstance(layer, nn.Linear):
             # (N, ..., in) × (N, out, in) → (N, ..., out): one weight matrix per sample.

@@ -14,10 +14,14 @@ Reading implemented (``shared/specs/spatial_channel.md`` §4):
   public reproduction (Kunhong Yu) draws one per position (``gamma_per="position"``).
 * The peak position itself is always kept (the mask is ``ref > τ or ref == peak``): with γ < 1 and a positive
   peak this changes nothing, and it keeps an all-zero or non-positive reference channel from blanking the image.
-* Participation rate: the paper regularizes only ~10 % of the mini-batches (all samples of a chosen batch) and
-  raises the weight decay on those batches. The layer does not count batches: ``dropkit.schedule.Participation``
-  flips ``layer.enabled`` per batch (spread evenly), and :class:`ParticipationWeightDecay` below raises the
-  optimizer's weight decay on the same batches. ``participation`` (default 0.1) is stored for the card and the lab.
+* Participation rate: the paper regularizes only ~10 % of the mini-batches (all samples of a chosen batch, a
+  per-batch Bernoulli decision) and raises the weight decay on those batches. The module does this by itself:
+  each training forward participates with probability ``participation`` (default 0.1), drawn from torch's RNG
+  (or the module's generator) as a 0-D tensor, so the forward still compiles without a graph break; whether the
+  last training forward participated is in ``layer.participating``. A ``dropkit.schedule.Participation``
+  attached from outside (the lab's, which spreads the batches evenly) takes over: it flips ``layer.enabled`` per
+  batch and the module then regularizes every enabled batch. :class:`ParticipationWeightDecay` below raises the
+  optimizer's weight decay on the participating batches, reading either source.
 * ``p`` (default 1.0, the paper) is the probability that a sample of a regularized batch is focused; values
   below 1 apply the mask to a random subset of samples (the 2021 reproduction's per-sample variant).
 
@@ -35,6 +39,7 @@ from typing import Any
 import torch
 
 from dropkit.base import DropkitModule
+from dropkit.masks import sample_uniform
 from dropkit.registry import register
 from dropkit.validation import (
     check_choice,
@@ -93,25 +98,30 @@ def focused_dropout(
     generator = check_generator(generator, x, _NAME)
     if not training or p == 0.0:
         return x
+    return x * focus_keep_mask(x, p, low, high, gamma_per, generator).to(x.dtype)
 
+
+@torch.no_grad()
+def focus_keep_mask(
+    x: torch.Tensor, p: float, low: float, high: float, gamma_per: str, generator: torch.Generator | None
+) -> torch.Tensor:
+    """Boolean (N, 1, H, W) keep mask of eqs. 1–5 for checked arguments (see :func:`focused_dropout`)."""
     n, c, h, w = x.shape
-    with torch.no_grad():
-        xd = x.detach()
-        # eqs. 1–2: reference channel = argmax of the channel means (float32 reduction).
-        ref_index = xd.mean(dim=(2, 3), dtype=torch.float32).argmax(dim=1)  # (N,)
-        ref = xd.gather(1, ref_index.view(n, 1, 1, 1).expand(n, 1, h, w)).float()  # (N, 1, H, W)
-        # eq. 3: peak of the reference channel; eq. 4: τ = γ·peak.
-        peak = ref.amax(dim=(2, 3), keepdim=True)
-        gamma_shape = (n, 1, 1, 1) if gamma_per == "sample" else (n, 1, h, w)
-        gamma = torch.rand(gamma_shape, generator=generator, device=x.device, dtype=torch.float32)
-        gamma = gamma * (high - low) + low
-        # eq. 5: focused area; the peak itself always stays.
-        keep = (ref > gamma * peak) | (ref == peak)
-        if p < 1.0:
-            unfocused = torch.rand((n, 1, 1, 1), generator=generator, device=x.device, dtype=torch.float32) >= p
-            keep = keep | unfocused
-        mask = keep.to(x.dtype)
-    return x * mask
+    xd = x.detach()
+    # eqs. 1–2: reference channel = argmax of the channel means (float32 reduction).
+    ref_index = xd.mean(dim=(2, 3), dtype=torch.float32).argmax(dim=1)  # (N,)
+    ref = xd.gather(1, ref_index.view(n, 1, 1, 1).expand(n, 1, h, w)).float()  # (N, 1, H, W)
+    # eq. 3: peak of the reference channel; eq. 4: τ = γ·peak.
+    peak = ref.amax(dim=(2, 3), keepdim=True)
+    gamma_shape = (n, 1, 1, 1) if gamma_per == "sample" else (n, 1, h, w)
+    gamma = sample_uniform(gamma_shape, x, generator)
+    gamma = gamma * (high - low) + low
+    # eq. 5: focused area; the peak itself always stays.
+    keep = (ref > gamma * peak) | (ref == peak)
+    if p < 1.0:
+        unfocused = sample_uniform((n, 1, 1, 1), x, generator) >= p
+        keep = keep | unfocused
+    return keep
 
 
 @register(
@@ -136,9 +146,14 @@ class FocusedDropout(DropkitModule):
         p: probability that a sample of a regularized batch is focused (default 1.0, the paper).
         gamma_range: range of the random threshold ratio (default (0.3, 0.6), the paper's text; Alg. 1: (0.6, 0.9)).
         gamma_per: ``"sample"`` (default) or ``"position"``.
-        participation: fraction of batches to regularize (default 0.1, the paper). Read by the participation
-            schedule and the lab; the layer itself regularizes whenever ``self.active``.
+        participation: probability that a training batch is regularized (default 0.1, the paper), drawn by the
+            module at each training forward. Ignored while a ``dropkit.schedule.Participation`` drives the
+            layer (``external_participation`` is then True and every enabled batch is regularized).
         generator: optional ``torch.Generator``.
+
+    Attributes:
+        participating: whether the last training forward regularized its batch (for the weight-decay rule).
+        external_participation: True when a participation schedule decides the batches (set by the schedule).
     """
 
     method_name = _NAME
@@ -156,6 +171,14 @@ class FocusedDropout(DropkitModule):
         self.gamma_range = _check_gamma_range(gamma_range, self.method_name)
         self.gamma_per = check_choice(gamma_per, "gamma_per", self.method_name, _GAMMA_PER)
         self.participation = participation
+        self.external_participation = False
+        # A buffer, not a Python attribute: an in-place copy is what a compiled forward can record without a break.
+        self.register_buffer("_participated", torch.zeros((), dtype=torch.bool), persistent=False)
+
+    @property
+    def participating(self) -> bool:
+        """Whether the last training forward regularized its batch (False before the first one)."""
+        return bool(self._participated)
 
     @property
     def participation(self) -> float:
@@ -166,10 +189,26 @@ class FocusedDropout(DropkitModule):
         self._participation = check_probability(value, "participation", self.method_name)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.active:
+        if not self.training:
             return x
-        return focused_dropout(x, self.p, gamma_range=self.gamma_range, gamma_per=self.gamma_per, training=True,
-                               generator=self.generator)
+        if not self.active:
+            self._participated.fill_(False)
+            return x
+        check_float_tensor(x, self.method_name)
+        check_ndim(x, self.method_name, (4,), "(N, C, H, W)")
+        generator = self._generator_for(x)
+        low, high = self.gamma_range
+        if self.external_participation or self.participation >= 1.0:
+            self._participated.fill_(True)
+            keep = focus_keep_mask(x, self.p, low, high, self.gamma_per, generator)
+        else:
+            # The per-batch Bernoulli(participation) decision as a 0-D tensor: no .item(), no graph break. The mask
+            # is built anyway and voided on non-participating batches (it is small next to the layer it follows).
+            with torch.no_grad():
+                participates = sample_uniform((), x, generator) < self.participation
+                self._participated.copy_(participates)
+                keep = focus_keep_mask(x, self.p, low, high, self.gamma_per, generator) | ~participates
+        return x * keep.to(x.dtype)
 
 
 class ParticipationWeightDecay:
@@ -182,8 +221,10 @@ class ParticipationWeightDecay:
 
     Args:
         optimizer: any ``torch.optim.Optimizer`` whose param groups have ``"weight_decay"``.
-        participation: where to read whether the coming batch participates: an object with a bool attribute
-            ``participating`` (``dropkit.schedule.Participation``) or a callable returning a bool.
+        participation: where to read whether the batch participates: an object with a bool attribute
+            ``participating`` — a ``dropkit.schedule.Participation`` (it knows before the forward) or a standalone
+            :class:`FocusedDropout` (it knows after its training forward: call :meth:`step` after
+            ``loss.backward()``, before ``optimizer.step()``) — or a callable returning a bool.
         weight_decay: absolute weight decay on participating batches (default 1e-3, paper Fig. 6c).
         factor: instead of ``weight_decay``, multiply each group's base weight decay by this factor (≥ 1).
 
@@ -194,6 +235,12 @@ class ParticipationWeightDecay:
         for x, y in loader:
             schedule.step(); wd.step()
             loss = criterion(model(x), y); optimizer.zero_grad(); loss.backward(); optimizer.step()
+
+        # or with the module deciding by itself (no schedule):
+        wd = ParticipationWeightDecay(optimizer, model.focused)     # model.focused = FocusedDropout()
+        for x, y in loader:
+            loss = criterion(model(x), y); optimizer.zero_grad(); loss.backward()
+            wd.step(); optimizer.step()
     """
 
     _METHOD = "ParticipationWeightDecay"

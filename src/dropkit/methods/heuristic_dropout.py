@@ -207,7 +207,7 @@ def heuristic_dropout(
     check_choice(fill, "fill", _NAME, _FILLS)
     n, c, h, w = x.shape
     n_drop = round(p * c)
-    if not training or n_drop == 0:
+    if not training or n_drop == 0 or n == 0:  # an empty batch: nothing to select (and no zero-group conv)
         return x
 
     if fill == "zero":

@@ -229,21 +229,35 @@ class NSDropout(ProtocolLayer, DropkitModule):
         if not isinstance(y, torch.Tensor) or y.ndim != 1 or y.shape[0] != n:
             shape = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
             raise ValueError(f"{_METHOD}: {name} must be (N,) = ({n},) integer labels matching the batch, got {shape}")
+        if n == 0:
+            return y.to(self.mask.device, torch.long), self.num_classes or 0
         k = self.num_classes
         if k is None:  # one host sync per update; pass num_classes to avoid it
             lo, hi = int(y.min()), int(y.max())
             if lo < 0:
                 raise ValueError(f"{_METHOD}: {name} must be non-negative class indices, got min {lo}")
             k = hi + 1
+        elif not torch.compiler.is_compiling():
+            # eager: a clear error instead of an index error deep in index_add (compiled: no host sync, no check)
+            lo, hi = int(y.min()), int(y.max())
+            if lo < 0 or hi >= k:
+                raise ValueError(f"{_METHOD}: {name} must be class indices in [0, num_classes) = [0, {k}), got "
+                                 f"values in [{lo}, {hi}]")
         return y.to(self.mask.device, torch.long), k
 
     def _record_validation(self, x: torch.Tensor, y: torch.Tensor) -> None:
         dim = self._unit_dim(x)
+        if x.shape[0] == 0:  # an empty validation batch carries no statistics
+            self._labels(y, 0, "validation labels")
+            return
         y, k = self._labels(y, x.shape[0], "validation labels")
         self._val_stats = _class_sums(_unit_values(x, dim), y, k)
 
     def _update_mask(self, x: torch.Tensor, y: torch.Tensor) -> None:
         dim = self._unit_dim(x)
+        if x.shape[0] == 0:  # an empty batch: nothing to compare, the mask (and the validation batch) are kept
+            self._labels(y, 0, "targets")
+            return
         y, k = self._labels(y, x.shape[0], "targets")
         if self._val_stats is None:
             return  # spec §1e.6: no validation batch since the last update → the mask is kept
@@ -270,7 +284,7 @@ class NSDropout(ProtocolLayer, DropkitModule):
         elif self.training and self.enabled:
             if phase == "train":
                 self._update_mask(x, self.protocol_targets)
-            elif self.strict:
+            elif phase is None and self.strict:
                 raise RuntimeError(f"{_METHOD}: training forward outside dropkit.supervise(model, targets); the "
                                    f"mask cannot be updated without labels (strict=True)")
         if not self.enabled:

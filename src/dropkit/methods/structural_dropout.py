@@ -10,7 +10,8 @@ Semantics follow the paper-time reference code (``JulianKnodt/structural_dropout
 not the later HEAD commit whose schedule is dead code and changes ``p``'s meaning (spec §2c.1):
 
 * ``p`` is the probability of *applying* a cut, not a per-unit rate;
-* c is uniform on ``range(lower_bound, H, step)`` (H itself excluded); ``lower_bound ≥ H`` disables the cut;
+* c is uniform on ``range(lower_bound, H, step)`` (H itself excluded); ``lower_bound ≥ H`` leaves no cut, which
+  the reference's ``random.randrange`` refuses, and so does this layer (a layer that never cuts is a silent no-op);
 * eval: identity when ``eval_size`` is None or ≥ H, else ``x[:e] · H/e`` (the same normalisation as training).
 
 Deviations, both options: the reference returns the *truncated* tensor (``zero_pad=False``) and relies on
@@ -20,6 +21,11 @@ default here is ``zero_pad=True`` (zeros beyond the cut; the compute saving is r
 cut is drawn from torch's RNG (optionally a ``generator``), where the reference used Python's ``random``. The
 fused ``pre_apply_linear`` of the reference is not reproduced: ``slim`` gives the same saving at inference.
 The paper assumes one width for all layers: ``dropkit.slim`` and ``dropkit.width_sweep`` set it on every layer.
+
+The feature axis must be the producing layer's: axis 1 after a ``ConvNd`` (its channels), the last axis after a
+``Linear`` (on (N, H) both are axis 1; on (B, T, C) tokens it is −1). Slicing another axis of the same size would
+be silently wrong, so ``producer`` (``"conv"`` or ``"linear"``; set by ``dropkit.attach`` from the module the
+layer follows, and checked by ``dropkit.slim``) makes ``forward`` refuse a ``dim`` that is not that axis.
 """
 
 from __future__ import annotations
@@ -27,15 +33,43 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torch import nn
 
 from dropkit.base import DropkitModule
 from dropkit.masks import sample_uniform
 from dropkit.registry import register
-from dropkit.validation import check_bool, check_float_tensor, check_generator, check_positive_int, check_probability
+from dropkit.validation import (
+    check_bool,
+    check_choice,
+    check_float_tensor,
+    check_generator,
+    check_positive_int,
+    check_probability,
+)
 
-__all__ = ["structural_dropout", "StructuralDropout"]
+__all__ = ["structural_dropout", "StructuralDropout", "producer_axis"]
 
 _METHOD = "structural_dropout"
+_PRODUCERS = ("conv", "linear")
+
+
+def producer_axis(producer: str, ndim: int) -> int:
+    """The non-negative feature axis of an ``ndim``-D output of a ``"conv"`` (channels: 1) or ``"linear"`` (last)
+    layer."""
+    return 1 if producer == "conv" else ndim - 1
+
+
+def _check_axis(x: torch.Tensor, dim: int, producer: str | None) -> None:
+    if producer is not None and dim % x.ndim != producer_axis(producer, x.ndim):
+        axis = "axis 1 (channels)" if producer == "conv" else f"the last axis (dim=-1, here {x.ndim - 1})"
+        raise ValueError(f"{_METHOD}: dim={dim} is not the feature axis of its {producer} producer: on an input of "
+                         f"shape {tuple(x.shape)} the features are on {axis}")
+
+
+def _check_cut_range(lower_bound: int, h: int) -> None:
+    if lower_bound >= h:
+        raise ValueError(f"{_METHOD}: lower_bound={lower_bound} leaves no cut on H = {h} features (the cut is drawn "
+                         f"from range(lower_bound, H)); use a lower_bound in [1, {h - 1}]")
 
 
 def _feature_dim(x: torch.Tensor, dim: int) -> int:
@@ -79,6 +113,10 @@ def structural_dropout(
     """
     dim = _feature_dim(x, dim)
     p = check_probability(p, "p", _METHOD)
+    lower_bound = check_positive_int(lower_bound, "lower_bound", _METHOD)
+    step = check_positive_int(step, "step", _METHOD)
+    if eval_size is not None:
+        eval_size = check_positive_int(eval_size, "eval_size", _METHOD)
     generator = check_generator(generator, x, _METHOD)
     h = x.shape[dim]
     shape = [1] * x.ndim
@@ -88,7 +126,8 @@ def structural_dropout(
             return x, torch.tensor(h, device=x.device)
         width = torch.tensor(eval_size, device=x.device)
     else:
-        if p == 0.0 or lower_bound >= h:
+        _check_cut_range(lower_bound, h)
+        if p == 0.0:
             return x, torch.tensor(h, device=x.device)
         choices = (h - lower_bound + step - 1) // step  # len(range(lower_bound, h, step))
         with torch.no_grad():
@@ -124,15 +163,20 @@ class StructuralDropout(DropkitModule):
         zero_pad: True (default here) keeps the shape; False returns the truncated tensor as the reference does.
         normalize: scale the kept prefix by H/c (default True).
         dim: the feature axis (default 1: features of (N, H), channels of (N, C, *spatial)).
-        num_features: H, to validate ``eval_size`` early; otherwise learnt from the first forward.
+        num_features: H, to validate ``eval_size`` and ``lower_bound`` early; otherwise learnt from the first
+            forward (which then checks them).
+        producer: ``"conv"`` or ``"linear"``, the kind of layer producing the input, or None (unchecked):
+            ``forward`` refuses a ``dim`` that is not its feature axis. ``dropkit.attach`` sets it.
         generator: optional generator for the cut.
 
     Attributes:
         last_width: 0-D tensor, the width kept by the latest forward (H when uncut).
+        input_ndim: the number of dimensions of the inputs seen (None before the first forward); with
+            ``num_features`` it tells ``dropkit.slim`` which axis the features are on.
     """
 
     method_name = _METHOD
-    repr_fields = ("lower_bound", "step", "eval_size", "zero_pad", "dim")
+    repr_fields = ("lower_bound", "step", "eval_size", "zero_pad", "dim", "producer")
 
     def __init__(
         self,
@@ -144,6 +188,7 @@ class StructuralDropout(DropkitModule):
         normalize: bool = True,
         dim: int = 1,
         num_features: int | None = None,
+        producer: str | None = None,
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__(p, generator=generator)
@@ -156,7 +201,11 @@ class StructuralDropout(DropkitModule):
         self.dim = dim
         self.num_features = None if num_features is None else check_positive_int(num_features, "num_features",
                                                                                  _METHOD)
+        if self.num_features is not None:
+            _check_cut_range(self.lower_bound, self.num_features)
+        self.producer = None if producer is None else check_choice(producer, "producer", _METHOD, _PRODUCERS)
         self.eval_size = eval_size
+        self.input_ndim: int | None = None
         self.register_buffer("last_width", torch.zeros((), dtype=torch.long), persistent=False)
 
     @property
@@ -172,15 +221,31 @@ class StructuralDropout(DropkitModule):
                 raise ValueError(f"{_METHOD}: eval_size must be in [1, H] = [1, {h}] or None, got {value}")
         self._eval_size = value
 
+    def attached_to(self, module: nn.Module, where: str) -> None:
+        """Called by ``dropkit.attach``: after a Linear or ConvNd, remember it as the producer (axis check)."""
+        if where != "after":
+            return
+        if isinstance(module, nn.Linear):
+            self.producer = "linear"
+        elif isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+            self.producer = "conv"
+
     def set_latent_budget(self, width: int | None) -> None:
         """The reference code's name for setting ``eval_size``."""
         self.eval_size = width
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dim = _feature_dim(x, self.dim)
+        _check_axis(x, self.dim, self.producer)
         h = x.shape[dim]
         if self.num_features is None:
+            # the first forward learns H: check what could not be checked before it
+            _check_cut_range(self.lower_bound, h)
+            if self._eval_size is not None and self._eval_size > h:
+                raise ValueError(f"{_METHOD}: eval_size must be in [1, H] = [1, {h}] or None, got {self._eval_size} "
+                                 f"(H = {h} features on dim {self.dim})")
             self.num_features = h
+            self.input_ndim = x.ndim
         elif self.num_features != h:
             raise ValueError(f"{_METHOD}: input has {h} features on dim {self.dim}, the layer expects "
                              f"{self.num_features}")
@@ -197,8 +262,11 @@ class StructuralDropout(DropkitModule):
 
     # eval_size and the learnt H are plain Python values, kept in state_dict through the extra state.
     def get_extra_state(self) -> Any:
-        return {"eval_size": self._eval_size, "num_features": self.num_features}
+        return {"eval_size": self._eval_size, "num_features": self.num_features, "producer": self.producer,
+                "input_ndim": self.input_ndim}
 
     def set_extra_state(self, state: Any) -> None:
         self.num_features = state.get("num_features")
+        self.producer = state.get("producer", self.producer)
+        self.input_ndim = state.get("input_ndim", self.input_ndim)
         self.eval_size = state.get("eval_size")

@@ -25,6 +25,7 @@ from __future__ import annotations
 import torch
 
 from dropkit.base import DropkitModule
+from dropkit.masks import sample_uniform
 from dropkit.registry import register
 from dropkit.validation import (
     check_float_tensor,
@@ -79,7 +80,7 @@ def weighted_channel_dropout(
         scores = x.detach().mean(dim=tuple(range(2, x.ndim)), dtype=torch.float32).clamp_min(0.0)  # (N, C)
         # Step 2a, WRS (Alg. 1): keys r^(1/s) compared through their logs, log(r)/s, which are finite for s ≥ ε.
         if m < c:
-            r = torch.rand((n, c), generator=generator, device=x.device, dtype=torch.float32)
+            r = sample_uniform((n, c), x, generator)
             keys = torch.log(r) / (scores + _EPS)
             top = keys.topk(m, dim=1).indices
             keep = torch.zeros((n, c), dtype=torch.bool, device=x.device).scatter(1, top, True)
@@ -87,7 +88,7 @@ def weighted_channel_dropout(
             keep = torch.ones((n, c), dtype=torch.bool, device=x.device)
         # Step 2b, RNG (eq. 5): an independent Bernoulli(q) per channel, ANDed with the WRS mask.
         if p > 0.0:
-            keep &= torch.rand((n, c), generator=generator, device=x.device, dtype=torch.float32) >= p
+            keep &= sample_uniform((n, c), x, generator) >= p
         # Step 3, rescale (eq. 6): α from the final mask, per sample; α = 1 when nothing with mass is kept.
         kept_mass = (scores * keep).sum(dim=1, keepdim=True)
         alpha = torch.where(kept_mass > 0, scores.sum(dim=1, keepdim=True) / kept_mass.clamp_min(_EPS),
