@@ -38,7 +38,8 @@ from dropkit.lab.data import PREPROCESSING, Dataset, load_dataset
 from dropkit.lab.models import MODELS, VARIANTS, build_model, feature_shapes
 from dropkit.lab.placement import adapt_params, placement_group, resolve_points
 
-__all__ = ["RunConfig", "RunFailed", "train", "run", "environment", "evaluate", "get_dataset", "BASELINE"]
+__all__ = ["RunConfig", "RunFailed", "train", "run", "check_run", "environment", "evaluate", "get_dataset",
+           "BASELINE"]
 
 BASELINE = "none"
 OPTIMIZERS = ("sgd", "adam")
@@ -375,6 +376,7 @@ def _insert_method(config: RunConfig, model: nn.Module, sample: torch.Tensor):
     passed = dict(explicit)
     if "block_size" in resolved and resolved["block_size"] != card.defaults.get("block_size"):
         passed["block_size"] = resolved["block_size"]  # fitted to small maps by adapt_params
+    _check_params(card, passed, model, points)
     record = {"group": group, "points": points, "shapes": {k: list(v) for k, v in shapes.items()},
               "params": _json_safe(resolved)}
     try:
@@ -383,6 +385,74 @@ def _insert_method(config: RunConfig, model: nn.Module, sample: torch.Tensor):
         raise RunFailed(f"{config.method} could not be inserted at {points} of the {config.model} "
                         f"(feature shapes {record['shapes']}): {err}") from err
     return handle, card, record
+
+
+def _check_params(card: Any, params: Mapping[str, Any], model: nn.Module, points: list[str]) -> None:
+    """Build the method once on its own, so that a bad parameter (unknown, out of range, of the wrong type) is
+    refused by the method's constructor with a message naming it, not reported as a failed insertion."""
+    import dropkit
+
+    extra: dict[str, Any] = {}
+    if card.required == ("layer",) and points:
+        extra["layer"] = model.get_submodule(points[0])  # a wrapper is checked around the layer it will wrap
+    elif card.required:
+        return  # a whole block built from the model's sizes: attach checks it
+    dropkit.create(card.name, **{**params, **extra})
+
+
+def _check_model_task(config: RunConfig, task: str) -> None:
+    if config.model == "unet" and task != "segmentation":
+        raise ValueError(f"model 'unet' needs a segmentation dataset; {config.data!r} is a {task} set")
+    if config.model != "unet" and task == "segmentation":
+        raise ValueError(f"{config.data!r} is a segmentation set: use --model unet")
+
+
+def _check_validation_split(config: RunConfig, model: nn.Module, data: Dataset) -> None:
+    protocol = _protocol()
+    if (protocol is not None and data.task == "classification" and len(data.y_val) == 0
+            and protocol.wants_validation(model)):
+        raise ValueError(f"{config.method} needs validation data (it compares training batches with held-out "
+                         f"ones), but val_size is 0; set val_size ≥ 1 (--val-size)")
+
+
+def _build(config: RunConfig, data: Dataset) -> tuple[nn.Module, Any, Any, dict[str, Any]]:
+    """The run's model (initial weights fixed by the seed) with its method attached: (model, handle, card,
+    placement record)."""
+    torch.manual_seed(config.seed)  # initial weights: the same for every method under this seed
+    model = build_model(config.model, data.in_channels, data.num_classes, data.image_size, variant=config.variant,
+                        **config.model_params)
+    handle, card, placement = None, None, {"group": None, "points": [], "shapes": {}, "params": {}}
+    if config.method != BASELINE:
+        handle, card, placement = _insert_method(config, model, data.x_train[:2])
+        _check_validation_split(config, model, data)
+    return model, handle, card, placement
+
+
+def check_run(config: RunConfig) -> None:
+    """Check a config against its data before anything is stored: load the data, build the model and attach the
+    method once on the real feature shapes (on the CPU, leaving the global RNG as it was).
+
+    Raises:
+        ValueError, TypeError: bad data, a bad method parameter (the message names it), a model that does not
+            suit the task, or a method that needs validation data when ``val_size`` is 0.
+
+    A method that does not fit the model (:class:`RunFailed`) passes: it is a result, recorded as a failed run.
+    """
+    data = get_dataset(config)
+    _check_model_task(config, data.task)
+    with torch.random.fork_rng(devices=[]):
+        try:
+            _build(config, data)
+        except RunFailed:
+            pass
+
+
+def _check_final_metrics(metrics: Mapping[str, Any]) -> None:
+    """A run whose weights blew up on its last steps ends with NaN/inf metrics: a failure, not a result."""
+    bad = {k: v for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v)}
+    if bad:
+        raise RunFailed("training diverged: final metrics not finite ("
+                        + ", ".join(f"{k}={v}" for k, v in bad.items()) + ")")
 
 
 def train(config: RunConfig, *, dataset: Dataset | None = None,
@@ -394,25 +464,19 @@ def train(config: RunConfig, *, dataset: Dataset | None = None,
         ``placement``, ``environment`` and ``wall_s``; the trained model (method still attached) serves probes.
 
     Raises:
-        RunFailed: the method does not fit the model (its message says where and why).
+        RunFailed: the method does not fit the model (its message says where and why), or training diverged
+            (a non-finite loss during training, or non-finite final metrics).
+        ValueError, TypeError: see :func:`check_run`.
     """
     started = time.perf_counter()
     device = _resolve_device(config.device)
     data = dataset if dataset is not None else get_dataset(config)
     task = data.task
-    if config.model == "unet" and task != "segmentation":
-        raise ValueError(f"model 'unet' needs a segmentation dataset; {config.data!r} is a {task} set")
-    if config.model != "unet" and task == "segmentation":
-        raise ValueError(f"{config.data!r} is a segmentation set: use --model unet")
+    _check_model_task(config, task)
     if device.type == "cuda":
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
 
-    torch.manual_seed(config.seed)  # initial weights: the same for every method under this seed
-    model = build_model(config.model, data.in_channels, data.num_classes, data.image_size, variant=config.variant,
-                        **config.model_params)
-    handle, card, placement = None, None, {"group": None, "points": [], "shapes": {}, "params": {}}
-    if config.method != BASELINE:
-        handle, card, placement = _insert_method(config, model, data.x_train[:2])
+    model, handle, card, placement = _build(config, data)
     model.to(device)
     torch.manual_seed(config.seed + 7919)  # masks: deterministic, independent of how the weights were drawn
     order = torch.Generator().manual_seed(config.seed)  # batch order: the same for every method
@@ -506,6 +570,7 @@ def train(config: RunConfig, *, dataset: Dataset | None = None,
     metrics["gap"] = train_eval[key] - test_metrics[key]
     metrics["n_test"] = len(data.y_test)
     metrics["n_train"] = n
+    _check_final_metrics(metrics)
     result = {
         "metrics": metrics, "curves": curves, "placement": placement, "task": task, "primary": f"test_{key}",
         "environment": environment(device), "schedule": None if card is None or card.schedule is None
