@@ -98,6 +98,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Bad input from the command line: say what was wrong, no traceback.
         print(f"dropkit {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # Ctrl-C: finished runs are already stored, each in its own transaction; the rest is redone next time.
+        resume = (f"; finished runs are kept in {args.db or 'the store'}, run the same command again to resume"
+                  if hasattr(args, "db") else "")
+        print(f"dropkit {args.command}: interrupted{resume}", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

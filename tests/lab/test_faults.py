@@ -34,7 +34,9 @@ def write_sweep(path: Path, npz: str, methods: list[str], seeds: int, *, epochs:
 
 
 def start_sweep(sweep: Path, db: Path, *, workers: int = 1) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    # one torch thread in every process: the thread count changes the order of float reductions, so runs are
+    # bit-identical across processes only at equal thread counts (worker processes use one thread each)
+    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
     return subprocess.Popen([sys.executable, "-m", "dropkit.cli", "sweep", str(sweep), "--db", str(db), "-q",
                              "--workers", str(workers)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
@@ -44,7 +46,10 @@ def rows(db: Path) -> list[tuple]:
     if not db.exists():
         return []
     with sqlite3.connect(db, timeout=30) as conn:
-        return conn.execute("SELECT config_hash, status, finished_at, metrics FROM runs ORDER BY id").fetchall()
+        try:
+            return conn.execute("SELECT config_hash, status, finished_at, metrics FROM runs ORDER BY id").fetchall()
+        except sqlite3.OperationalError:  # the sweep has created the file but not yet its tables
+            return []
 
 
 def wait_for(predicate, timeout: float, what: str) -> None:

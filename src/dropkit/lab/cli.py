@@ -85,6 +85,26 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
 
 
+def _check_folder(path: str | os.PathLike, flag: str) -> None:
+    """Refuse, before any run, an output folder that cannot be created (a file in its way, or no permission)."""
+    target = Path(path)
+    for existing in (target, *target.parents):
+        if existing.exists():
+            if not existing.is_dir():
+                raise ValueError(f"{flag} {str(path)!r}: {str(existing)!r} is a file, not a folder; give a folder path")
+            if not os.access(existing, os.W_OK | os.X_OK):
+                raise ValueError(f"{flag} {str(path)!r}: cannot write in {str(existing)!r}")
+            return
+
+
+def _check_runs(configs: list[Any]) -> None:
+    """Check every config against its data (parameters, data, validation split) before the store is opened."""
+    from dropkit.lab.train import check_run
+
+    for config in configs:
+        check_run(config)
+
+
 def _print_metrics(result: dict[str, Any]) -> None:
     m = result["metrics"]
     shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in m.items()}
@@ -105,12 +125,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.probe:
         values["probe"] = {"fractions": [0.0, 0.1, 0.2, 0.3, 0.5, 0.7], "repeats": 3, "images": 1000}
     config = RunConfig.from_dict(values)
+    _check_runs([config])
     with Store(args.db) as store:
         if store.status(config.config_hash()) == "done":
             print(f"already in {args.db} (config {config.config_hash()}); nothing to do", file=sys.stderr)
         else:
             try:
-                execute([config], store, progress=not args.quiet, stop_on_failure=True)
+                execute([config], store, progress=not args.quiet, stop_on_failure=True, check=False)
             except RunFailed as err:
                 print(f"dropkit run: failed (stored as failed in {args.db}): {err}", file=sys.stderr)
                 return 1
@@ -131,9 +152,12 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
             print(c.config_hash(), json.dumps(c.to_dict(), sort_keys=True))
         print(f"{len(configs)} runs", file=sys.stderr)
         return 0
+    if args.report:
+        _check_folder(args.report, "--report")
+    _check_runs(configs)
     with Store(args.db) as store:
         counts = execute(configs, store, backend=args.backend, tag=tag, ray_address=args.address,
-                         progress=not args.quiet, workers=args.workers)
+                         progress=not args.quiet, workers=args.workers, check=False)
         print(f"sweep: {counts['done']} done, {counts['failed']} failed, {counts['skipped']} already in {args.db}")
         if args.report:
             rep = write_report(store, args.report)
@@ -144,6 +168,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from dropkit.lab.report import summary_table, write_report
 
+    _check_folder(args.out, "--out")
     rep = write_report(args.db, args.out, title=args.title)
     for comp in rep["comparisons"]:
         print(summary_table(comp), end="\n\n")
@@ -162,8 +187,11 @@ def _cmd_probe_coadaptation(args: argparse.Namespace) -> int:
     values = _overrides(args)
     configs = [RunConfig.from_dict({**values, "method": m, "seed": s, "probe": probe})
                for s in range(args.seeds) for m in method_names(_csv_methods(args.methods))]
+    if args.out:
+        _check_folder(args.out, "--out")
+    _check_runs(configs)
     with Store(args.db) as store:
-        counts = execute(configs, store, kind="probe", tag="probe", progress=not args.quiet)
+        counts = execute(configs, store, kind="probe", tag="probe", progress=not args.quiet, check=False)
         print(f"probe: {counts['done']} done, {counts['failed']} failed, {counts['skipped']} already in {args.db}")
         if args.out:
             rep = write_report(store, args.out, title="dropkit co-adaptation probe")
@@ -179,6 +207,7 @@ def _cmd_lab(args: argparse.Namespace) -> int:
     tail = f"{args.suite}{'-quick' if args.quick else ''}"
     db = args.db or str(Path("lab-results") / f"{tail}.db")
     out = args.out or str(Path("lab-results") / tail)
+    _check_folder(out, "--out")
     configs = lab_configs(args.suite, quick=args.quick, methods=_csv_methods(args.methods), seeds=args.seeds,
                           overrides=_overrides(args), probe=not args.no_probe)
     n_arms = len({(c.model, c.variant, c.method) for c in configs})

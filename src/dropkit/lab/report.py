@@ -367,7 +367,10 @@ def write_report(db: str | os.PathLike | Store, out: str | os.PathLike, *, title
     if not runs:
         raise ValueError(f"store {store.path!r} holds no runs yet")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:  # a file in the way, or no permission
+        raise ValueError(f"report folder {str(out)!r} cannot be created ({err.strerror or err})") from None
     comparisons = summarize(runs)
     md: list[str] = [f"# {title}", ""]
     body: list[str] = [f"<h1>{html.escape(title)}</h1>"]
