@@ -8,8 +8,10 @@ import argparse
 import importlib
 import importlib.util
 import json
+import signal
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 # Modules that add sub-commands. A module that does not exist yet is skipped; one that exists must import.
 COMMAND_MODULES = (
@@ -89,9 +91,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # A plain `kill` stops a command as Ctrl-C does: worker processes are stopped and one line says how to resume
+    # (Python's default would end this process at once, with no word and no cleanup).
+    try:
+        previous = signal.signal(signal.SIGTERM, _interrupt)
+    except ValueError:  # main() called from a thread other than the main one: leave signals alone
+        previous = None
     try:
         return int(args.func(args) or 0)
     except (ValueError, TypeError, FileNotFoundError) as err:
@@ -104,6 +116,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                   if hasattr(args, "db") else "")
         print(f"dropkit {args.command}: interrupted{resume}", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

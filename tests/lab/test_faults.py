@@ -33,13 +33,13 @@ def write_sweep(path: Path, npz: str, methods: list[str], seeds: int, *, epochs:
     return path
 
 
-def start_sweep(sweep: Path, db: Path, *, workers: int = 1) -> subprocess.Popen:
+def start_sweep(sweep: Path, db: Path, *, workers: int = 1, session: bool = False) -> subprocess.Popen:
     # one torch thread in every process: the thread count changes the order of float reductions, so runs are
     # bit-identical across processes only at equal thread counts (worker processes use one thread each)
     env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
     return subprocess.Popen([sys.executable, "-m", "dropkit.cli", "sweep", str(sweep), "--db", str(db), "-q",
                              "--workers", str(workers)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, start_new_session=session)
 
 
 def rows(db: Path) -> list[tuple]:
@@ -127,25 +127,48 @@ def test_two_sweeps_on_one_store_at_once_share_the_work(npz, tmp_path):
     assert all(status == "done" for _, status, _, _ in final)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
-def test_worker_processes_die_with_their_sweep(npz, tmp_path, sig):
+def start_long_sweep(tmp_path: Path, npz: str, *, session: bool = False) -> tuple[subprocess.Popen, Path]:
+    """A two-worker sweep, returned once both workers hold a run."""
     sweep = write_sweep(tmp_path / "long.toml", npz, ["none", "dropout"], seeds=2, epochs=200)
     db = tmp_path / "long.db"
-    proc = start_sweep(sweep, db, workers=2)
+    proc = start_sweep(sweep, db, workers=2, session=session)
+    wait_for(lambda: sum(s == "running" for _, s, _, _ in rows(db)) == 2 and len(children(proc.pid)) >= 3, 120,
+             "two workers and the resource tracker")
+    return proc, db
+
+
+def reap(proc: subprocess.Popen, spawned: list[int]) -> None:
+    for pid in [p for p in spawned if alive(p)] + ([proc.pid] if proc.poll() is None else []):
+        os.kill(pid, signal.SIGKILL)
+    proc.wait()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_worker_processes_die_with_their_sweep(npz, tmp_path, sig):
+    proc, db = start_long_sweep(tmp_path, npz)
+    spawned = children(proc.pid)
     try:
-        wait_for(lambda: any(s == "running" for _, s, _, _ in rows(db)) and len(children(proc.pid)) >= 3, 120,
-                 "two workers and the resource tracker")
-        spawned = children(proc.pid)
         proc.send_signal(sig)
-        proc.communicate(timeout=30)
-        deadline = time.monotonic() + 10
-        while any(alive(pid) for pid in spawned) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not [pid for pid in spawned if alive(pid)], "worker or resource-tracker processes outlived the sweep"
+        proc.communicate(timeout=60)
+        # a worker still importing torch when its sweep is SIGKILLed ends as soon as its imports are done
+        wait_for(lambda: not any(alive(pid) for pid in spawned), 30, "the workers and the resource tracker to end")
+        assert all(s in ("running", "done") for _, s, _, _ in rows(db))  # resumable, nothing marked failed
     finally:
-        for pid in children(proc.pid) + ([proc.pid] if proc.poll() is None else []):
-            os.kill(pid, signal.SIGKILL)
-        proc.wait()
+        reap(proc, spawned)
+
+
+def test_ctrl_c_stops_a_sweep_and_its_workers_with_one_line(npz, tmp_path):
+    proc, db = start_long_sweep(tmp_path, npz, session=True)
+    spawned = children(proc.pid)
+    try:
+        os.killpg(proc.pid, signal.SIGINT)  # what a terminal sends to the whole foreground group
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 130
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert len(lines) == 1 and "interrupted" in lines[0] and "resume" in lines[0], err
+        wait_for(lambda: not any(alive(pid) for pid in spawned), 30, "the workers to end")
+    finally:
+        reap(proc, spawned)
 
 
 def test_the_same_configs_give_bit_identical_metrics_in_separate_processes(npz, tmp_path):

@@ -367,7 +367,9 @@ def _execute_pool(pending: Sequence[RunConfig], store: Store, bar: Progress, cou
         for _ in range(workers):
             submit_next()
         while futures:
-            finished, _ = concurrent.futures.wait(futures, return_when=concurrent.futures.FIRST_COMPLETED)
+            # a bounded wait: a Ctrl-C delivered to another thread is acted on only when this one wakes up
+            finished, _ = concurrent.futures.wait(futures, timeout=0.5,
+                                                  return_when=concurrent.futures.FIRST_COMPLETED)
             for future in finished:
                 config = futures.pop(future)
                 _record_outcome(config, future.result(), store, bar, counts)
