@@ -1,7 +1,8 @@
 """Sweeps under faults, as a user would meet them: ``dropkit sweep`` processes killed at random moments, two sweeps
 on one store at once, worker processes outliving their sweep, and the same config run in separate processes.
 
-Linux only (it reads /proc to find a sweep's worker processes).
+Linux only (it reads /proc to find a sweep's worker processes). Marked slow: every case starts ``dropkit`` processes,
+and each of them imports torch. Run with ``python -m pytest -m slow tests/lab/test_faults.py`` (``make test-faults``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import pytest
 
 import dropkit
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")]
 
 SRC = str(Path(dropkit.__file__).resolve().parent.parent)
 
