@@ -110,10 +110,10 @@ def test_the_baseline_is_the_first_row_even_when_another_arm_scores_higher(tmp_p
     scores = {"dropout": 0.9, "none": 0.5, "spatial_dropout": 0.7}
     with Store(db) as store:
         for seed in range(3):
-            for method, score in scores.items():
+            for rank, (method, score) in enumerate(scores.items(), start=1):
                 config = RunConfig(method=method, seed=seed, model="mlp").to_dict()
                 store.claim(f"{method}{seed}", config)
-                store.finish(f"{method}{seed}", finished({"test_acc": score + 0.01 * seed, "train_acc": 1.0,
+                store.finish(f"{method}{seed}", finished({"test_acc": score + 0.01 * seed * rank, "train_acc": 1.0,
                                                           "gap": 0.1, "n_test": 10}))
         (comp,) = summarize(store.runs())
     assert [a["method"] for a in comp["arms"]] == ["none", "dropout", "spatial_dropout"]

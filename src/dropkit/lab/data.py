@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dropkit.lab.config import PREPROCESSING
+
 __all__ = [
     "Dataset",
     "FASHION_MNIST_DIR",
@@ -235,18 +237,15 @@ def _to_tensors(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> torch.Tenso
     return torch.from_numpy(np.ascontiguousarray(x))
 
 
-PREPROCESSING = (None, "edges")
-
-
 def _preprocess(x: np.ndarray, preprocess: str | None) -> np.ndarray:
     """Apply a preprocessing transform to raw images (N, C, H, W) before normalisation.
 
-    ``"edges"``: the dental-imaging recipe (``dropkit.transforms.edges``: erosion, Gaussian blur, Canny) on images
+    ``"edges"``: the dental-imaging recipe (``dropkit.lab.recipes.dental.edges``: erosion, Gaussian blur, Canny) on images
     scaled to [0, 1] (uint8 by 1/255, other data by their own min and max).
     """
     if preprocess is None:
         return x
-    from dropkit.transforms import edges
+    from dropkit.lab.recipes.dental import edges
 
     if x.dtype == np.uint8:
         unit = x.astype(np.float32) / 255.0

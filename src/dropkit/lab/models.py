@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dropkit.lab.config import VARIANTS
+
 __all__ = ["SmallCNN", "ResNet", "MLP", "UNet", "MODELS", "build_model", "feature_shapes"]
 
 
@@ -36,8 +38,8 @@ def _pool_or_identity(size: int) -> nn.Module:
 # weights of the layer it replaces), "stochastic_pooling" each 2×2 max-pool by stochastic pooling (Zeiler & Fergus
 # 2013; after a ReLU, so inputs are non-negative), "standout" each hidden linear + ReLU of the MLP by a Standout
 # layer (Ba & Frey 2013). The insertion points keep their names (a replaced ReLU becomes an identity).
-CNN_VARIANTS = (None, "maxout", "stochastic_pooling")
-MLP_VARIANTS = (None, "maxout", "standout")
+CNN_VARIANTS = VARIANTS["cnn"]
+MLP_VARIANTS = VARIANTS["mlp"]
 
 
 def _variant_conv(c_in: int, c_out: int, variant: str | None) -> nn.Module:
@@ -242,8 +244,8 @@ class UNet(nn.Module):
 
 
 def _edge_mlp(*args, **kwargs) -> nn.Module:
-    # Imported on use: edge_mlp imports the method modules, which need not load with the lab's models.
-    from dropkit.lab.edge_mlp import EdgeMLP
+    # Imported on use: the recipe imports the method modules, which need not load with the lab's models.
+    from dropkit.lab.recipes.dental import EdgeMLP
 
     return EdgeMLP(*args, **kwargs)
 
@@ -251,9 +253,6 @@ def _edge_mlp(*args, **kwargs) -> nn.Module:
 # "edge_mlp": the dental-imaging recipe's MLP, with dropout 0.3 between the input and the first hidden layer built
 # in (model_params {"p_in": 0} gives the same MLP without it); pair it with --preprocess edges.
 MODELS = {"cnn": SmallCNN, "resnet": ResNet, "mlp": MLP, "edge_mlp": _edge_mlp, "unet": UNet}
-
-
-VARIANTS = {"cnn": CNN_VARIANTS, "mlp": MLP_VARIANTS}
 
 
 def build_model(name: str, in_channels: int, num_classes: int, image_size: Sequence[int],

@@ -30,7 +30,8 @@ from typing import Any
 from dropkit.lab.report import summary_table, write_report
 from dropkit.lab.store import Store
 from dropkit.lab.sweep import execute, method_names
-from dropkit.lab.train import RunConfig, check_run
+from dropkit.lab.config import RunConfig
+from dropkit.lab.train import check_run
 
 __all__ = ["SUITES", "QUICK", "lab_configs", "run_lab"]
 
