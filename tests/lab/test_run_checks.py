@@ -15,8 +15,9 @@ import torch
 
 from dropkit.cli import main
 from dropkit.lab import sweep as S
+from dropkit.lab.config import RunConfig
 from dropkit.lab.store import Store
-from dropkit.lab.train import RunConfig, RunFailed, run
+from dropkit.lab.train import RunFailed, run
 
 torch.set_num_threads(1)
 

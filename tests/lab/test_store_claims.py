@@ -12,8 +12,9 @@ import torch
 
 from dropkit.lab import sweep as S
 from dropkit.lab.report import summarize, summary_rows, write_report
+from dropkit.lab.config import RunConfig
 from dropkit.lab.store import Store
-from dropkit.lab.train import RunConfig, run
+from dropkit.lab.train import run
 
 torch.set_num_threads(1)
 
@@ -122,3 +123,23 @@ def test_the_baseline_is_the_first_row_even_when_another_arm_scores_higher(tmp_p
     md = write_report(db, tmp_path / "rep")["markdown"].read_text()
     table = [line for line in md.splitlines() if line.startswith("| ") and "---" not in line]
     assert table[1].startswith("| none ")
+
+
+def test_cli_run_leaves_a_run_another_live_sweep_holds(npz, tmp_path, capsys):
+    from dropkit.cli import main
+
+    held = RunConfig.from_dict(dict(data=npz, model="mlp", train_size=30, val_size=6, epochs=1, batch_size=16,
+                                    method="dropout"))  # what the command line below builds
+    db = tmp_path / "h.db"
+    other = subprocess.Popen(["sleep", "300"])
+    try:
+        with Store(db) as theirs:
+            owned_by(theirs, other.pid).claim(held.config_hash(), held.to_dict())
+        assert main(["run", "--method", "dropout", "--data", npz, "--model", "mlp", "--train-size", "30",
+                     "--val-size", "6", "--epochs", "1", "--batch-size", "16", "--db", str(db), "-q"]) == 0
+        assert "being run by process" in capsys.readouterr().err
+        with Store(db) as store:
+            assert store.status(held.config_hash()) == "running"
+    finally:
+        other.kill()
+        other.wait()

@@ -37,6 +37,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 print(f"dropkit run: failed (stored as failed in {args.db}): {err}", file=sys.stderr)
                 return 1
         rec = next(r for r in store.runs(curves=False) if r["config_hash"] == config.config_hash())
+    if rec["status"] == "running":
+        print(f"run {config.config_hash()} is being run by process {rec['owner']} on the same store; nothing to do",
+              file=sys.stderr)
+        return 0
     print(f"run {config.config_hash()} · {rec['status']} · {rec['wall_s'] or 0:.1f}s · stored in {args.db}")
     print_metrics(rec)
     return 0
