@@ -47,6 +47,16 @@ def test_report_on_missing_or_empty_store(tmp_path):
         write_report(tmp_path / "empty.db", tmp_path / "o")
 
 
+def test_experiment_results_stay_out_of_the_comparisons(npz, tmp_path):
+    with Store(tmp_path / "runs.db") as store:
+        store.record_experiment("soft_tree", {"p": 0.1, "depth": 3}, {"test_mse": 0.2})
+        with pytest.raises(ValueError, match="no runs"):  # an experiment is not a lab run
+            write_report(store, tmp_path / "o")
+        execute([tiny(npz, method="none", epochs=1)], store, progress=False)
+        (comp,) = write_report(store, tmp_path / "o")["comparisons"]
+    assert [a["label"] for a in comp["arms"]] == ["none"]
+
+
 @pytest.mark.parametrize("model,variant,kind", [("cnn", "maxout", "Maxout"), ("cnn", "stochastic_pooling", "StochasticPool2d"),
                                                 ("mlp", "maxout", "Maxout"), ("mlp", "standout", "Standout")])
 def test_block_variants_are_built_in_and_compared_as_arms(npz, tmp_path, model, variant, kind):

@@ -71,3 +71,20 @@ def test_store_rejects_a_non_database(tmp_path):
     (tmp_path / "x.db").write_text("hello, not sqlite" * 100)
     with pytest.raises(ValueError, match="not a dropkit store"):
         Store(tmp_path / "x.db")
+
+
+def test_an_experiment_result_is_recorded_replaced_and_kept_apart(tmp_path):
+    with Store(tmp_path / "runs.db") as store:
+        config = {"method": "gating_dropout", "data": "corpus.txt", "p": 0.3, "seed": 1}
+        key = store.record_experiment("moe_lm", config, {"val_loss": 2.5}, tag="t", wall_s=3.0)
+        assert store.record_experiment("moe_lm", {**config, "p": 0.1}, {"val_loss": 2.6}) != key
+        assert store.record_experiment("moe_lm", config, {"val_loss": 2.4}) == key  # the same config: replaced
+        rows = {r["config"]["p"]: r for r in store.runs(kind="experiment")}
+        assert set(rows) == {0.1, 0.3} and store.runs(kind="run") == []
+        row = rows[0.3]
+        assert row["status"] == "done" and row["metrics"] == {"val_loss": 2.4} and row["model"] == "moe_lm"
+        assert row["method"] == "gating_dropout" and row["seed"] == 1 and row["config"]["experiment"] == "moe_lm"
+        with pytest.raises(ValueError, match="experiment"):
+            store.record_experiment("", config, {})
+        with pytest.raises(TypeError, match="metrics"):
+            store.record_experiment("moe_lm", config, [2.4])
