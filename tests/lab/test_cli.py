@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-import torch
 import json
 
+import pytest
+import torch
+
+import dropkit
+from dropkit.cli import build_parser
 from dropkit.cli import main as cli_main
+from dropkit.lab import cli as lab_cli
 
 torch.set_num_threads(1)
 
@@ -54,3 +59,25 @@ def test_width_probe_cli_stores_and_plots(npz, tmp_path, capsys):
     assert curve["rows"][-1]["width"] == curve["full_width"]
     assert cli_main(args) == 0  # stored: the second call re-plots without training
     assert "already in" in capsys.readouterr().err
+
+
+def test_version_and_every_lab_command_is_registered(capsys):
+    with pytest.raises(SystemExit) as stop:
+        cli_main(["--version"])
+    assert stop.value.code == 0 and capsys.readouterr().out.strip() == f"dropkit {dropkit.__version__}"
+    commands = build_parser()._subparsers._group_actions[0].choices
+    assert {"methods", "bench", "run", "sweep", "report", "lab", "probe", "experts"} <= set(commands)
+    probes = commands["probe"]._subparsers._group_actions[0].choices
+    assert set(probes) == {"coadaptation", "width"}
+
+
+def test_a_broken_command_module_is_not_skipped(monkeypatch):
+    class Broken:
+        @staticmethod
+        def add_commands(subparsers):
+            raise ImportError("a lab dependency is missing")
+
+    monkeypatch.setattr(lab_cli, "COMMAND_MODULES", (*lab_cli.COMMAND_MODULES, Broken))
+    with pytest.raises(ImportError, match="missing"):
+        build_parser()
+
