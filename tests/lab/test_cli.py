@@ -81,3 +81,23 @@ def test_a_broken_command_module_is_not_skipped(monkeypatch):
     with pytest.raises(ImportError, match="missing"):
         build_parser()
 
+
+
+def test_the_command_line_starts_without_the_lab_extras():
+    # A core install (torch and numpy only) must still answer --version, --help and `methods`; the lab's field
+    # libraries load when a lab command runs.
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys\n"
+            "for name in ('scipy', 'rich', 'monai', 'matplotlib'): sys.modules[name] = None  # not installed\n"
+            "from dropkit.cli import main\n"
+            "assert main(['methods', 'dropblock']) == 0\n"
+            "import dropkit.lab.config\n"
+            "main(['--version'])\n")
+    src = str(Path(__import__("dropkit").__file__).resolve().parents[1])
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={"PYTHONPATH": src, "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr
+    assert "dropkit " in done.stdout and "dropblock" in done.stdout
