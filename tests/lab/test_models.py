@@ -63,3 +63,10 @@ def test_build_model_rejects_bad_names_and_sizes():
         M.build_model("vgg", 1, 10, (28, 28))
     with pytest.raises(ValueError, match="at least 8"):
         M.build_model("cnn", 1, 10, (6, 6))
+
+
+def test_the_config_lists_exactly_the_models_built_here():
+    from dropkit.lab.config import MODEL_NAMES, VARIANTS
+
+    assert tuple(M.MODELS) == MODEL_NAMES
+    assert set(VARIANTS) <= set(M.MODELS)
