@@ -288,7 +288,7 @@ def _saved_per_byte(module: nn.Module, x: torch.Tensor) -> float:
     return saved_bytes_per_input_byte(module, x.detach())
 
 
-def run_step_memory(out=sys.stdout, batch: int = 8) -> list[dict]:
+def run_step_memory(out=sys.stdout, batch: int = 8, pattern: str | None = None) -> list[dict]:
     """Saved-for-backward bytes of one training forward of the lab's ResNet-8 (CIFAR-style, width 16, 3×32×32
     input, batch ``batch``) with each activation method in every stage, relative to the plain network.
 
@@ -299,7 +299,7 @@ def run_step_memory(out=sys.stdout, batch: int = 8) -> list[dict]:
     its output and the next convolution keeps the method's.
 
     Exact (saved-tensor hooks), so independent of the machine's load. ``dropout``, ``gaussian_dropout`` and
-    ``dropblock`` are also measured with the other setting of ``recompute``.
+    ``dropblock`` are also measured with the other setting of ``recompute``. ``pattern`` filters the methods.
     """
     import dropkit
     from dropkit.lab.models import ResNet  # the lab is optional: imported only when this group runs
@@ -308,7 +308,7 @@ def run_step_memory(out=sys.stdout, batch: int = 8) -> list[dict]:
     stages = ["layer1.0.bn2", "layer2.0.bn2", "layer3.0.bn2"]
     x = torch.randn(batch, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     arms: list[tuple[str, str | None, dict]] = [("none", None, {})]
-    for card in dropkit.methods(kind="activation"):
+    for card in dropkit.methods(pattern, kind="activation"):
         arms.append((card.name, card.name, {}))
         if "recompute" in card.defaults:
             other = not card.defaults["recompute"]
@@ -387,7 +387,7 @@ def main(args: argparse.Namespace) -> int:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    memory_rows = run_step_memory() if not args.no_memory else []
+    memory_rows = run_step_memory(pattern=args.methods) if not args.no_memory else []
     if args.steps:
         from dropkit.bench_steps import run_step_benchmark
 
