@@ -71,21 +71,23 @@ STEP_MEMORY_TARGETS: dict[str, float] = {"dropblock": 1.07, "gaussian_dropout": 
 
 class TextbookDropBlock(nn.Module):
     """The textbook DropBlock: Bernoulli(γ) over every position of the map (restricted to the valid region as in
-    the official TF code), then a b×b ``max_pool2d`` to grow blocks; the reference dropkit's is measured against."""
+    the official TF code), then a b×b (b×b×b on 5-D input) ``max_pool`` to grow blocks; the reference dropkit's is
+    measured against."""
 
     def __init__(self, p: float = 0.1, block_size: int = 7) -> None:
         super().__init__()
         self.p, self.block_size = p, block_size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _, _, h, w = x.shape
-        b = min(self.block_size, h, w)
-        gamma = self.p * h * w / (b * b * (h - b + 1) * (w - b + 1))
+        spatial = x.shape[2:]
+        b = min(self.block_size, *spatial)
+        gamma = self.p * math.prod(spatial) / (b ** len(spatial) * math.prod([s - b + 1 for s in spatial]))
+        pool = F.max_pool2d if len(spatial) == 2 else F.max_pool3d
         with torch.no_grad():
-            valid = torch.zeros(h, w, device=x.device, dtype=x.dtype)
-            valid[b // 2: h - (b - 1) // 2, b // 2: w - (b - 1) // 2] = 1
+            valid = torch.zeros(spatial, device=x.device, dtype=x.dtype)
+            valid[tuple([slice(b // 2, s - (b - 1) // 2) for s in spatial])] = 1
             seeds = torch.bernoulli(torch.full_like(x, gamma)) * valid
-            pooled = F.max_pool2d(seeds, b, stride=1, padding=b // 2)[..., :h, :w]
+            pooled = pool(seeds, b, stride=1, padding=b // 2)[(..., *[slice(0, s) for s in spatial])]
             keep = 1.0 - pooled
             scale = keep.numel() / keep.sum(dtype=torch.float32).clamp_min(1.0)
         return x * keep * scale.to(x.dtype)
