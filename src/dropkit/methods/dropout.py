@@ -23,7 +23,10 @@ from dropkit.base import DropkitModule
 from dropkit.masks import apply_keep_mask, sample_keep_bool, sample_normal
 from dropkit.registry import register
 from dropkit.replay import apply_recomputed_mask
-from dropkit.validation import check_bool, check_float_tensor, check_generator, check_probability
+from dropkit.triton_dropout import triton_dropout
+from dropkit.validation import check_bool, check_choice, check_float_tensor, check_generator, check_probability
+
+BACKENDS = ("torch", "triton")
 
 __all__ = ["dropout", "Dropout", "gaussian_dropout", "gaussian_noise_multiplier", "GaussianDropout"]
 
@@ -32,7 +35,7 @@ _SRIVASTAVA = "Srivastava, Hinton, Krizhevsky, Sutskever & Salakhutdinov, JMLR 1
 
 def dropout(
     x: torch.Tensor, p: float = 0.5, *, training: bool = True, generator: torch.Generator | None = None,
-    recompute: bool = False,
+    recompute: bool = False, backend: str = "torch",
 ) -> torch.Tensor:
     """Inverted element-wise dropout.
 
@@ -43,15 +46,21 @@ def dropout(
         generator: optional generator for the mask.
         recompute: keep the generator state instead of the bool mask and redraw the mask in backward (same
             output and gradient, bit for bit; no activation-sized memory kept, one more draw in backward).
+        backend: ``"torch"`` (default) or ``"triton"``: an opt-in fused kernel (``dropkit.triton_dropout``) that
+            draws the mask in-kernel with Philox and regenerates it in backward; its speed is not yet measured,
+            its random stream differs from the torch backend's, and its output is contiguous.
     """
     check_float_tensor(x, "dropout")
     p = check_probability(p, "p", "dropout")
     generator = check_generator(generator, x, "dropout")
     check_bool(recompute, "recompute", "dropout")
+    check_choice(backend, "backend", "dropout", BACKENDS)
     if not training or p == 0.0:
         return x
     if p == 1.0:
         return x * 0.0
+    if backend == "triton":
+        return triton_dropout(x, p, generator)
     keep_prob, scale = 1.0 - p, 1.0 / (1.0 - p)
     if recompute:
         return apply_recomputed_mask(x, x.shape, lambda u: (u < keep_prob, scale), generator=generator)
@@ -70,19 +79,23 @@ def dropout(
 )
 class Dropout(DropkitModule):
     """Module form of :func:`dropout`. Args: p (default 0.5, the paper's hidden-unit rate), generator, recompute
-    (default False: a bool mask, one byte per element, is kept for backward)."""
+    (default False: a bool mask, one byte per element, is kept for backward), backend (default ``"torch"``;
+    ``"triton"`` is opt-in and not yet measured)."""
 
     method_name = "dropout"
-    repr_fields = ("recompute",)
+    repr_fields = ("recompute", "backend")
 
-    def __init__(self, p: float = 0.5, generator: torch.Generator | None = None, recompute: bool = False) -> None:
+    def __init__(self, p: float = 0.5, generator: torch.Generator | None = None, recompute: bool = False,
+                 backend: str = "torch") -> None:
         super().__init__(p, generator=generator)
         self.recompute = check_bool(recompute, "recompute", self.method_name)
+        self.backend = check_choice(backend, "backend", self.method_name, BACKENDS)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.active:
             return x
-        return dropout(x, self.p, training=True, generator=self.generator, recompute=self.recompute)
+        return dropout(x, self.p, training=True, generator=self.generator, recompute=self.recompute,
+                       backend=self.backend)
 
 
 def gaussian_noise_multiplier(normal: torch.Tensor, p: float, dtype: torch.dtype) -> torch.Tensor:
