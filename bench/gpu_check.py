@@ -223,6 +223,9 @@ def speed_section(mode: str, shapes, methods: list[str], device: str, dtype: tor
     def wrap(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
         if mode == "eager":
             return module
+        # Each row compiles afresh: instances of one class share a code object, and earlier compilations (other
+        # shapes, other callers in the process) would otherwise count towards dynamo's recompilation limit.
+        torch._dynamo.reset()
         if smoke:  # no C++/CUDA toolchain needed: trace with dynamo, run eagerly
             return torch.compile(module, fullgraph=True, backend="eager")
         return torch.compile(module, fullgraph=True, mode="reduce-overhead" if mode == "graphs" else None)
