@@ -132,3 +132,11 @@ def test_training_step_saved_bytes_counts_activations_not_parameters():
     x = torch.randn(5, 10)
     # Linear 1 keeps the input (5×10), ReLU its output (5×20), Linear 2 the same output: one storage.
     assert training_step_saved_bytes(model, x) == (5 * 10 + 5 * 20) * 4
+
+
+def test_keep_fraction_scale_counts_a_bool_mask_like_its_float_copy():
+    from dropkit.masks import keep_fraction_scale
+
+    keep = torch.rand(3, 5, 7, 9, generator=torch.Generator().manual_seed(4)) < 0.8
+    assert torch.equal(keep_fraction_scale(keep), keep_fraction_scale(keep.float()))
+    assert keep_fraction_scale(torch.zeros(4, dtype=torch.bool)).item() == 0.0  # all dropped: 0, not inf
