@@ -140,3 +140,17 @@ def test_keep_fraction_scale_counts_a_bool_mask_like_its_float_copy():
     keep = torch.rand(3, 5, 7, 9, generator=torch.Generator().manual_seed(4)) < 0.8
     assert torch.equal(keep_fraction_scale(keep), keep_fraction_scale(keep.float()))
     assert keep_fraction_scale(torch.zeros(4, dtype=torch.bool)).item() == 0.0  # all dropped: 0, not inf
+
+
+def test_two_recomputed_draws_on_one_input_stay_distinct_under_aot_autograd():
+    # AOT autograd merges calls with equal arguments; two dropout layers on one tensor must still draw two masks,
+    # and each gradient must use its own.
+    def two_layers(x):
+        return dropkit.dropout(x, 0.5, recompute=True), dropkit.dropout(x, 0.5, recompute=True)
+
+    torch._dynamo.reset()
+    x = _x((16, 32)).requires_grad_()
+    a, b = torch.compile(two_layers, fullgraph=True, backend="aot_eager")(x)
+    assert not torch.equal(a, b)
+    (2 * a + b).sum().backward()
+    torch.testing.assert_close(x.grad, ((2 * a + b) / x).detach())

@@ -40,15 +40,21 @@ def _draw(shape: Sequence[int], device: torch.device, normal: bool, generator: t
     return sampler(tuple(shape), generator=generator, device=device, dtype=torch.float32)
 
 
-@torch.library.custom_op("dropkit::draw_with_state", mutates_args=())
-def _draw_with_state_op(like: torch.Tensor, shape: list[int], normal: bool) -> tuple[torch.Tensor, torch.Tensor]:
+# Each call advances the generator and must draw anew, but a traced graph sees a pure function of its arguments:
+# AOT autograd's common-subexpression elimination would merge two draws with equal arguments (two layers on one
+# input) into one mask. ``nonce`` is a fresh empty tensor per call, which that pass never merges, so no two calls
+# have equal arguments. (The seeded-random tag says the same to passes that read tags.)
+@torch.library.custom_op("dropkit::draw_with_state", mutates_args=(), tags=(torch.Tag.nondeterministic_seeded,))
+def _draw_with_state_op(
+    like: torch.Tensor, nonce: torch.Tensor, shape: list[int], normal: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
     generator = _default_generator(like.device)
     state = generator.get_state()
     return _draw(shape, like.device, normal, generator), state
 
 
 @_draw_with_state_op.register_fake
-def _(like: torch.Tensor, shape: list[int], normal: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def _(like: torch.Tensor, nonce: torch.Tensor, shape: list[int], normal: bool) -> tuple[torch.Tensor, torch.Tensor]:
     state_bytes = _default_generator(like.device).get_state().numel()  # 5056 on the CPU, 16 on CUDA
     return (torch.empty(shape, dtype=torch.float32, device=like.device),
             torch.empty(state_bytes, dtype=torch.uint8, device="cpu"))
@@ -72,7 +78,8 @@ def draw_with_state(
     """One float32 draw (U[0, 1), or N(0, 1) when ``normal``) on ``like``'s device, and the generator state just
     before it (a CPU uint8 tensor). The draw is the same as ``torch.rand``/``torch.randn`` with ``generator``."""
     if generator is None:
-        return _draw_with_state_op(like.detach(), list(shape), normal)  # `like` gives the device only
+        nonce = torch.empty(0, device=like.device)
+        return _draw_with_state_op(like.detach(), nonce, list(shape), normal)  # `like` gives the device only
     state = generator.get_state()
     return _draw(shape, like.device, normal, generator), state
 
