@@ -261,8 +261,8 @@ def test_benchmark_harness_measures_and_checks_targets():
     buf = io.StringIO()
     rows = run_benchmark(shapes=((4, 8, 8, 8),), pattern="spatial_dropout", rounds=3, warmup=1, out=buf)
     by_name = {r["name"]: r for r in rows}
-    assert set(by_name) == {"nn.Dropout2d", "nn.Dropout", "conv3x3", "textbook_dropblock", "spatial_dropout"}
-    assert all(r["median_ms"] > 0 for r in rows)
+    assert {"nn.Dropout2d", "nn.Dropout", "conv3x3", "textbook_dropblock", "spatial_dropout"} <= set(by_name)
+    assert all(r["median_ms"] > 0 for r in rows if not r["name"].startswith("gain:"))
     assert by_name["spatial_dropout"]["met"] in ("yes", "NO")
     assert "spatial_dropout" in buf.getvalue()
 
