@@ -6,6 +6,7 @@ import io
 import math
 
 from dropkit.bench import FLOOR_OF_UNIT, REFERENCE_GAINS, run_benchmark, run_step_memory
+from dropkit.lab.cli import bench_resnet
 
 
 def test_rows_carry_floor_ratio_saved_bytes_and_reference_gain():
@@ -27,7 +28,7 @@ def test_rows_carry_floor_ratio_saved_bytes_and_reference_gain():
 
 def test_step_memory_meets_the_targets():
     rows = {r["name"]: r for pattern in ("dropblock", "gaussian_dropout")
-            for r in run_step_memory(out=io.StringIO(), pattern=pattern)}
+            for r in run_step_memory(bench_resnet, out=io.StringIO(), pattern=pattern)}
     assert rows["none"]["vs_plain"] == 1.0
     assert rows["dropblock"]["vs_plain"] <= 1.07 and rows["dropblock"]["met"] == "yes"
     assert rows["dropblock+recompute"]["vs_plain"] <= 1.01

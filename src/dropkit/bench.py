@@ -131,14 +131,9 @@ class DctPair(nn.Module):
     hypercolumn transform), forward + backward, without the threshold: spectral dropout's floor."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from dropkit.methods.spectral_dropout import _hypercolumn_factors, _transform, dct_matrix
+        from dropkit.methods.spectral_dropout import hypercolumn_dct_roundtrip
 
-        n, c = x.shape[0], x.shape[1]
-        a, b = _hypercolumn_factors(c)
-        view = (n, a, b, math.prod(x.shape[2:]))
-        mats = [(1, dct_matrix(a, dtype=x.dtype, device=x.device)), (2, dct_matrix(b, dtype=x.dtype, device=x.device))]
-        inverse = [(dim, d.t().contiguous()) for dim, d in reversed(mats)]
-        return _transform(_transform(x.contiguous().view(view), mats), inverse).view(x.shape)
+        return hypercolumn_dct_roundtrip(x)
 
 
 class OfficialHeuristicScoring(nn.Module):
@@ -290,7 +285,8 @@ def _saved_per_byte(module: nn.Module, x: torch.Tensor) -> float:
     return saved_bytes_per_input_byte(module, x.detach())
 
 
-def run_step_memory(out=sys.stdout, batch: int = 8, pattern: str | None = None) -> list[dict]:
+def run_step_memory(build_resnet: Callable[[], nn.Module], out=sys.stdout, batch: int = 8,
+                    pattern: str | None = None) -> list[dict]:
     """Saved-for-backward bytes of one training forward of the lab's ResNet-8 (CIFAR-style, width 16, 3×32×32
     input, batch ``batch``) with each activation method in every stage, relative to the plain network.
 
@@ -300,11 +296,11 @@ def run_step_memory(out=sys.stdout, batch: int = 8, pattern: str | None = None) 
     every out-of-place method, even one that keeps nothing, costs one more activation-sized tensor: the ReLU keeps
     its output and the next convolution keeps the method's.
 
-    Exact (saved-tensor hooks), so independent of the machine's load. ``dropout``, ``gaussian_dropout`` and
+    ``build_resnet`` returns a fresh ResNet-8 in train mode; the command line passes the lab's (the core does not
+    import the lab). Exact (saved-tensor hooks), so independent of the machine's load. ``dropout``, ``gaussian_dropout`` and
     ``dropblock`` are also measured with the other setting of ``recompute``. ``pattern`` filters the methods.
     """
     import dropkit
-    from dropkit.lab.models import ResNet  # the lab is optional: imported only when this group runs
     from dropkit.saved_memory import training_step_saved_bytes
 
     stages = ["layer1.0.bn2", "layer2.0.bn2", "layer3.0.bn2"]
@@ -318,7 +314,7 @@ def run_step_memory(out=sys.stdout, batch: int = 8, pattern: str | None = None) 
     rows, plain = [], None
     for label, name, params in arms:
         torch.manual_seed(0)
-        model = ResNet(3, 10, (32, 32), width=16, blocks=1).train()
+        model = build_resnet().train()
         if name is not None:
             dropkit.attach(model, name, at=stages, **params)
         total = training_step_saved_bytes(model, x)
@@ -370,7 +366,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="skip the saved-memory group (ResNet training forward per method; needs the lab extra)")
 
 
-def main(args: argparse.Namespace) -> int:
+def main(args: argparse.Namespace, build_resnet: Callable[[], nn.Module] | None = None) -> int:
+    """``dropkit bench``; ``build_resnet`` (a fresh ResNet-8, 3×32×32 inputs) enables the saved-memory group."""
     if args.rounds < 3:
         raise ValueError(f"--rounds must be at least 3, got {args.rounds}")
     devices = args.device or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
@@ -389,7 +386,8 @@ def main(args: argparse.Namespace) -> int:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    memory_rows = run_step_memory(pattern=args.methods) if not args.no_memory else []
+    memory_rows = (run_step_memory(build_resnet, pattern=args.methods)
+                   if build_resnet is not None and not args.no_memory else [])
     if args.steps:
         from dropkit.bench_steps import run_step_benchmark
 

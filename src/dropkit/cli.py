@@ -53,7 +53,10 @@ def _cmd_methods(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from dropkit.bench import main as bench_main
 
-    return bench_main(args)
+    build_resnet = None
+    if not args.no_memory:  # the saved-memory group trains the lab's ResNet-8 (the lab extra)
+        from dropkit.lab.cli import bench_resnet as build_resnet
+    return bench_main(args, build_resnet)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -75,6 +75,17 @@ def _transform(x: torch.Tensor, mats: list[tuple[int, torch.Tensor]]) -> torch.T
     return x
 
 
+def hypercolumn_dct_roundtrip(x: torch.Tensor) -> torch.Tensor:
+    """The orthonormal DCT over the C-vector at every position of ``x`` (N, C, ...) and straight back, with no
+    threshold between: the transform cost every hypercolumn spectral dropout pays (the benchmark's floor for it)."""
+    n, c = x.shape[0], x.shape[1]
+    a, b = _hypercolumn_factors(c)
+    view = (n, a, b, math.prod(x.shape[2:]))
+    mats = [(1, dct_matrix(a, dtype=x.dtype, device=x.device)), (2, dct_matrix(b, dtype=x.dtype, device=x.device))]
+    inverse = [(dim, d.t().contiguous()) for dim, d in reversed(mats)]
+    return _transform(_transform(x.contiguous().view(view), mats), inverse).view(x.shape)
+
+
 class _HardThreshold(torch.autograd.Function):
     """``F.hardshrink`` that keeps a bool mask for backward instead of its float input (a quarter of the bytes)."""
 
