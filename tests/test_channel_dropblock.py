@@ -1,4 +1,4 @@
-"""Channel DropBlock: properties from spec §6(e) with resolutions.md A4 (nominal 1/(1 − γ) normalisation)."""
+"""Channel DropBlock: properties from docs/methods/channel_dropblock.md (nominal 1/(1 − γ) normalisation)."""
 
 from __future__ import annotations
 

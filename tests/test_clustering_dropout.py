@@ -1,4 +1,4 @@
-"""Clustering-based adaptive dropout (spec §3e property list, the four characteristics, bad input)."""
+"""Clustering-based adaptive dropout (the four characteristics, rates, grouping, bad input)."""
 
 from __future__ import annotations
 

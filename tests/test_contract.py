@@ -1,4 +1,4 @@
-"""The API contract of design.md §3, checked on every registered method (whoever wrote it)."""
+"""The API contract every method keeps (docs/contributing.md), checked on every registered method (whoever wrote it)."""
 
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""CorrDrop (spatial SCD and channel CCD): properties from spec §5(e) with resolutions.md A2's equations."""
+"""CorrDrop (spatial SCD and channel CCD): properties from docs/methods/corrdrop_spatial.md and corrdrop_channel.md."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""FocusedDropout: properties from spec §4(e); the participation schedule itself is tested with dropkit.schedule."""
+"""FocusedDropout: properties from docs/methods/focused_dropout.md; the participation schedule itself is tested with dropkit.schedule."""
 
 from __future__ import annotations
 

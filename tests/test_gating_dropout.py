@@ -1,4 +1,4 @@
-"""Tests of the MoE layer (dropkit.moe) and Gating Dropout (spec §5e, §5f, §9).
+"""Tests of the MoE layer (dropkit.moe) and Gating Dropout (docs/methods/gating_dropout.md).
 
 The distributed checks run two gloo processes on 127.0.0.1 (tests/dist_moe_worker.py) once per module, with a
 timeout, and compare what each rank saw against a one-process reference recomputed here.

@@ -1,4 +1,4 @@
-"""Heuristic Dropout: properties from spec §7(e) with resolutions.md A3 (deterministic top-p, Laplacian fill)."""
+"""Heuristic Dropout: properties from docs/methods/heuristic_dropout.md (deterministic top-p, Laplacian fill)."""
 
 from __future__ import annotations
 

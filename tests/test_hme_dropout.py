@@ -1,4 +1,4 @@
-"""Tests of hme_dropout: soft decision tree with asymmetric left-subtree dropout (spec §6e)."""
+"""Tests of hme_dropout: soft decision tree with asymmetric left-subtree dropout (docs/methods/hme_dropout.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Neuron-Specific Dropout (spec §1e property list, plus the protocol's bad-input cases)."""
+"""Neuron-Specific Dropout (docs/methods/ns_dropout.md properties, plus the protocol's bad-input cases)."""
 
 from __future__ import annotations
 

@@ -142,7 +142,7 @@ class TestSpatialDropout:
 class TestDropBlock:
     @pytest.mark.parametrize("algorithm", ["sparse", "dense"])
     def test_drop_fraction_close_to_p(self, algorithm):
-        # The spec's check: (32, 16, 56, 56), b = 7, p = 0.1, no rescale: within ±0.03 of p (slightly below,
+        # The paper's setting: (32, 16, 56, 56), b = 7, p = 0.1, no rescale: within ±0.03 of p (slightly below,
         # because overlapping blocks are counted once).
         x = torch.ones(32, 16, 56, 56)
         y = dropkit.dropblock(x, 0.1, 7, scale_by_keep=False, algorithm=algorithm,

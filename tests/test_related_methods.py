@@ -1,5 +1,5 @@
-"""Tests of the related methods (issue 7): biased/crossmap dropout, guided dropout, spectral dropout, Standout,
-stochastic pooling, Maxout, Cutout. Properties from shared/specs/neuron_structural_experts.md §7."""
+"""Tests of the related methods: biased/crossmap dropout, guided dropout, spectral dropout, Standout,
+stochastic pooling, Maxout, Cutout. Properties from their pages in docs/methods/."""
 
 from __future__ import annotations
 

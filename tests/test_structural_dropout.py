@@ -1,4 +1,4 @@
-"""Structural Dropout (spec §2e property list: eval widths, cut distribution, per-batch cut, gradient, seeding)."""
+"""Structural Dropout (eval widths, cut distribution, per-batch cut, gradient, seeding)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Weighted Channel Dropout: properties from spec §3(e) as settled by resolutions.md A1."""
+"""Weighted Channel Dropout: properties from docs/methods/weighted_channel_dropout.md."""
 
 from __future__ import annotations
 

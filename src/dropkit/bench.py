@@ -6,7 +6,7 @@ map, then ``max_pool2d``) — with the timings interleaved round by round, so sl
 rows alike. Each timing is the median over rounds. Run it with nothing else on the machine: on 2 cores a second
 heavy process makes every number meaningless.
 
-Targets (issue 2/3/7) are checked and printed; a missed target is reported, not hidden.
+Targets (each method's ceiling, ``TARGETS`` below) are checked and printed; a missed target is reported, not hidden.
 """
 
 from __future__ import annotations

@@ -1,26 +1,26 @@
 """Biased dropout and crossmap dropout (Poernomo & Kang, Neural Networks 104, 2018).
 
-Spec: ``shared/specs/neuron_structural_experts.md`` §7.1. The note and the paper's abstract confirm two facts
+Page: ``docs/methods/biased_dropout.md``. The paper's abstract confirms two facts
 only: biased dropout splits a layer's hidden units into **two equal groups by response** and gives each group its
 own rate (lower for the strong group), and crossmap dropout **shares one mask across feature maps**, so the units
 at one spatial coordinate of every map are dropped or kept together. The rates and the magnitude criterion are
-unknown [U] and are design decisions here:
+not stated there and are design decisions here:
 
 * ``p`` is the **mean** drop rate of the two groups and ``bias`` splits it: the strong group drops with
   ``p·(1 − bias)``, the weak group with ``p·(1 + bias)`` (the weak rate is capped at 1, the strong rate then
-  takes the rest, so the mean stays ``p``). Defaults ``p = 0.5, bias = 0.4`` give 0.3 / 0.7 [I]. Keeping ``p``
+  takes the rest, so the mean stays ``p``). Defaults ``p = 0.5, bias = 0.4`` give 0.3 / 0.7 (a library choice). Keeping ``p``
   the mean lets a drop-rate schedule ramp one knob, and ``bias = 0`` is plain dropout of the chosen unit.
 * Each group is rescaled by its own keep rate (inverted dropout), so ``E[out] = x`` for every unit.
 * Response = the unit's activation value (``criterion="value"``; post-ReLU this is the magnitude); the option
-  ``criterion="abs"`` ranks by |activation| for signed features [I].
+  ``criterion="abs"`` ranks by |activation| for signed features (a library choice).
 * Unit (``unit``): ``"channel"`` (default) ranks the entries along dim 1 of each sample: the features of an
   (N, F) layer, and whole feature maps of an (N, C, H, W) layer by their mean response. ``"element"`` ranks every
   neuron of a sample (C·H·W of them), the literal per-neuron reading for conv layers; it needs an exact
-  per-sample median and one random draw per element, about 20× the channel form on CPU, so it is an option [I].
+  per-sample median and one random draw per element, about 20× the channel form on CPU, so it is an option (a library choice).
   Ties at the median are split by ``torch.topk``'s order, so the groups are always ⌊n/2⌋ strong and ⌈n/2⌉ weak.
 
 Crossmap dropout draws one Bernoulli(1 − p) per (sample, spatial position), a mask of shape (N, 1, *spatial)
-broadcast over C (SpatialDropout's mask is (N, C, 1, 1)), scaled by 1/(1 − p). Its default rate is unknown [U];
+broadcast over C (SpatialDropout's mask is (N, C, 1, 1)), scaled by 1/(1 − p). Its default rate is not stated;
 0.5 (the classic hidden-unit rate) is used.
 """
 
@@ -129,8 +129,8 @@ class BiasedDropout(DropkitModule):
     """Module form of :func:`biased_dropout`.
 
     Args:
-        p: mean drop rate of the two groups (default 0.5 [U]).
-        bias: rate split, strong p·(1 − bias) and weak p·(1 + bias) (default 0.4 → 0.3 / 0.7 [U]).
+        p: mean drop rate of the two groups (default 0.5; the paper's is not stated).
+        bias: rate split, strong p·(1 − bias) and weak p·(1 + bias) (default 0.4 → 0.3 / 0.7; the paper's are not stated).
         unit: ``"channel"`` (default) or ``"element"``.
         criterion: ``"value"`` (default) or ``"abs"``.
         generator: optional ``torch.Generator``.
@@ -192,7 +192,7 @@ def crossmap_dropout(
               "unit": "element", "phase": "train", "generality": "generic"},
 )
 class CrossmapDropout(DropkitModule):
-    """Module form of :func:`crossmap_dropout`. Args: p (default 0.5 [U]), generator."""
+    """Module form of :func:`crossmap_dropout`. Args: p (default 0.5; the paper's is not stated), generator."""
 
     method_name = "crossmap_dropout"
 

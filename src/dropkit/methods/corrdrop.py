@@ -22,7 +22,7 @@ fraction of the units stays p.
 * ``corrdrop_channel`` (CCD, eqs. 13–14): units are the C channels with their H·W maps as features; whole channels
   are dropped with rate p.
 
-Reading implemented (``shared/specs/resolutions.md`` A2, spec §5):
+Reading implemented (``docs/methods/corrdrop_spatial.md``, ``docs/methods/corrdrop_channel.md``):
 
 * Eq. 4's softmax mapping is the default (``mapping="softmax"``). Because Σ softmax = 1, on average only one unit
   per sample is shielded, so the correlation changes each unit's drop probability by a factor 1 − O(1/U): the
@@ -36,8 +36,7 @@ Reading implemented (``shared/specs/resolutions.md`` A2, spec §5):
   expected dropped fraction is exactly p (before clipping). Non-finite scores (NaN/Inf inputs) count as 0.
 * With one unit (C = 1 for CCD, a 1×1 map for SCD) eq. 4 shields it always and nothing would ever drop: the
   softmax mapping refuses such inputs with a ValueError instead of silently doing nothing.
-* Renormalisation: the official code multiplies by numel/sum of the whole batch mask (``rescale=True``, default,
-  spec §0); the paper's eq. 12 has none (``rescale=False``).
+* Renormalisation: the official code multiplies by numel/sum of the whole batch mask (``rescale=True``, default); the paper's eq. 12 has none (``rescale=False``).
 * The block grid starts at the top-left corner (the paper does not place it; the official code pads and crops
   roughly centred).
 * The drop rate ramp (official code: 0 → p over the first 200 forward calls, advanced inside ``forward``) is done

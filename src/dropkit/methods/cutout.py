@@ -1,7 +1,7 @@
 """Cutout (DeVries & Taylor, 2017, arXiv:1708.04552): zero a random square of each input image.
 
-Spec: the issue's item 8 (the note names Cutout beside SpatialDropout and DropBlock as the structural methods that
-drop "a square of regions" of the input/feature space). Per sample, ``count`` squares of side ``size`` are zeroed
+Page: ``docs/methods/cutout.md`` (Cutout sits beside SpatialDropout and DropBlock as a structural method that
+drops "a square of regions" of the input/feature space). Per sample, ``count`` squares of side ``size`` are zeroed
 in every channel; each square's centre is drawn uniformly over the whole image, so a square near the border is
 clipped by it (the paper found letting the patch fall partly outside the image important, and it is what the
 official code does). No rescaling; eval is the identity. The paper's settings: one 16×16 square on CIFAR-10

@@ -1,6 +1,6 @@
 """Maxout (Goodfellow, Warde-Farley, Mirza, Courville & Bengio, ICML 2013, arXiv:1302.4389).
 
-Spec: ``shared/specs/neuron_structural_experts.md`` §7.6. A maxout unit is the maximum of k affine pieces,
+Page: ``docs/methods/maxout.md``. A maxout unit is the maximum of k affine pieces,
 h_i(x) = max_j z_ij with z = xᵀW_{·ij} + b_ij: a Linear(d, m·k) whose outputs are grouped (m, k) and maxed over k;
 the conv form takes the maximum over groups of k channels of a Conv2d(C, m·k). Grouping convention: output unit i
 owns the k consecutive pre-activations i·k … i·k + k − 1. There is no stochasticity: maxout is an activation
@@ -10,7 +10,7 @@ drop probability and is a plain ``nn.Module`` (``kind="block"``: it replaces a L
 The gradient reaches only the winning piece of each unit (``Tensor.max(dim)`` routes it to one index, even on
 ties, whereas ``amax`` would split it). The number of pieces varied in the paper by task (e.g. 5 for the
 permutation-invariant MNIST MLP, 2 for some conv layers); the default is k = 2, the smallest maxout, which
-contains ReLU (one piece fixed at 0) and |x| [I].
+contains ReLU (one piece fixed at 0) and |x| (a library choice).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Stochastic pooling (Zeiler & Fergus, ICLR 2013, arXiv:1301.3557): sample one activation per pooling region.
 
-Spec: ``shared/specs/neuron_structural_experts.md`` §7.5. For every region R of non-negative activations
+Page: ``docs/methods/stochastic_pooling.md``. For every region R of non-negative activations
 (per sample and channel), p_i = a_i / Σ_{k∈R} a_k;
 
     training:   one location i ~ Multinomial(p) is drawn and its a_i is the output (a region whose activations
