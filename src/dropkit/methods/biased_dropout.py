@@ -42,6 +42,9 @@ from dropkit.validation import (
 
 __all__ = ["biased_dropout", "biased_group_rates", "BiasedDropout", "crossmap_dropout", "CrossmapDropout"]
 
+_BIASED = "biased_dropout"
+_CROSSMAP = "crossmap_dropout"
+
 _PAPER = ("Poernomo & Kang, \"Biased Dropout and Crossmap Dropout: Learning towards effective Dropout "
           "regularization in convolutional neural network\", Neural Networks 104 (2018), doi:10.1016/j.neunet.2018.03.016")
 _UNITS = ("channel", "element")
@@ -88,7 +91,7 @@ def biased_dropout(
     Returns:
         A tensor like ``x``; every unit is either 0 or x / (1 − rate of its group), so E[out] = x.
     """
-    method = "biased_dropout"
+    method = _BIASED
     check_float_tensor(x, method)
     check_ndim(x, method, (2, 3, 4, 5), "(N, F) or (N, C, *spatial)")
     p = check_probability(p, "p", method)
@@ -116,7 +119,7 @@ def biased_dropout(
 
 
 @register(
-    "biased_dropout",
+    _BIASED,
     family="related",
     kind="activation",
     paper=_PAPER,
@@ -136,7 +139,6 @@ class BiasedDropout(DropkitModule):
         generator: optional ``torch.Generator``.
     """
 
-    method_name = "biased_dropout"
     repr_fields = ("bias", "unit", "criterion")
 
     def __init__(
@@ -170,7 +172,7 @@ def crossmap_dropout(
         training: when False, ``x`` is returned unchanged.
         generator: optional generator for the mask.
     """
-    method = "crossmap_dropout"
+    method = _CROSSMAP
     check_float_tensor(x, method)
     check_ndim(x, method, (3, 4, 5), "(N, C, L), (N, C, H, W) or (N, C, D, H, W)")
     p = check_probability(p, "p", method)
@@ -182,7 +184,7 @@ def crossmap_dropout(
 
 
 @register(
-    "crossmap_dropout",
+    _CROSSMAP,
     family="related",
     kind="activation",
     paper=_PAPER,
@@ -193,8 +195,6 @@ def crossmap_dropout(
 )
 class CrossmapDropout(DropkitModule):
     """Module form of :func:`crossmap_dropout`. Args: p (default 0.5; the paper's is not stated), generator."""
-
-    method_name = "crossmap_dropout"
 
     def __init__(self, p: float = 0.5, generator: torch.Generator | None = None) -> None:
         super().__init__(p, generator=generator)

@@ -191,7 +191,6 @@ class ClusteringDropout(ProtocolLayer, DropkitModule):
     and ``num_updates``.
     """
 
-    method_name = _METHOD
     repr_fields = ("characteristic", "groups", "update_every")
     needs_steps = True
 

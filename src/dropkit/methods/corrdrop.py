@@ -69,6 +69,9 @@ from dropkit.validation import (
 __all__ = ["corrdrop_spatial", "corrdrop_channel", "CorrDropSpatial", "CorrDropChannel", "correlation_scores",
            "effective_block_size", "realised_spatial_rate"]
 
+_SPATIAL = "corrdrop_spatial"
+_CHANNEL = "corrdrop_channel"
+
 _PAPER = ("Zeng, Dai, Chen, Xia & Lu, Correlation-based structural dropout for CNNs, Pattern Recognition "
           "120:108117 (2021); ICASSP 2020")
 _MAPPINGS = ("softmax", "minmax")
@@ -203,7 +206,7 @@ def corrdrop_spatial(
     Returns:
         ``x * mask`` (times the batch rescale), mask of shape (N, 1, H, W) constant on each k×k tile.
     """
-    method = "corrdrop_spatial"
+    method = _SPATIAL
     p, max_units, generator = _check_common(x, p, mapping, rescale, max_units, generator, method)
     k = check_positive_int(block_size, "block_size", method)
     check_bool(rate_correction, "rate_correction", method)
@@ -253,7 +256,7 @@ def corrdrop_channel(
     Returns:
         ``x * mask`` (times the batch rescale), mask of shape (N, C, 1, 1).
     """
-    method = "corrdrop_channel"
+    method = _CHANNEL
     p, max_units, generator = _check_common(x, p, mapping, rescale, max_units, generator, method)
     if not training or p == 0.0:
         return x
@@ -277,7 +280,7 @@ class _CorrDropBase(DropkitModule):
 
 
 @register(
-    "corrdrop_spatial",
+    _SPATIAL,
     family="guided",
     kind="activation",
     paper=_PAPER,
@@ -300,7 +303,6 @@ class CorrDropSpatial(_CorrDropBase):
         generator: optional ``torch.Generator``.
     """
 
-    method_name = "corrdrop_spatial"
     repr_fields = ("block_size", "mapping", "rescale", "rate_correction")
 
     def __init__(
@@ -329,7 +331,7 @@ class CorrDropSpatial(_CorrDropBase):
 
 
 @register(
-    "corrdrop_channel",
+    _CHANNEL,
     family="guided",
     kind="activation",
     paper=_PAPER,
@@ -346,7 +348,6 @@ class CorrDropChannel(_CorrDropBase):
         mapping, rescale, max_units, generator: as in :class:`CorrDropSpatial` (max_units bounds C).
     """
 
-    method_name = "corrdrop_channel"
     repr_fields = ("mapping", "rescale")
 
     def __init__(

@@ -27,6 +27,8 @@ from dropkit.validation import check_float_tensor, check_generator, check_ndim, 
 
 __all__ = ["cutout", "cutout_mask", "Cutout"]
 
+_NAME = "cutout"
+
 
 @torch.no_grad()
 def cutout_mask(
@@ -69,7 +71,7 @@ def cutout(
         training: when False, ``x`` is returned unchanged.
         generator: optional generator for the centres.
     """
-    method = "cutout"
+    method = _NAME
     check_float_tensor(x, method)
     check_ndim(x, method, (4,), "(N, C, H, W)")
     p = check_probability(p, "p", method)
@@ -82,7 +84,7 @@ def cutout(
 
 
 @register(
-    "cutout",
+    _NAME,
     family="related",
     kind="activation",
     paper="DeVries & Taylor, \"Improved Regularization of Convolutional Neural Networks with Cutout\", 2017, "
@@ -102,7 +104,6 @@ class Cutout(DropkitModule):
         generator: optional ``torch.Generator``.
     """
 
-    method_name = "cutout"
     repr_fields = ("size", "count")
 
     def __init__(self, p: float = 1.0, size: int = 16, count: int = 1, generator: torch.Generator | None = None) -> None:

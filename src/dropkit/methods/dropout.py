@@ -58,8 +58,6 @@ def dropout(
 class Dropout(DropkitModule):
     """Module form of :func:`dropout`. Args: p (default 0.5, the paper's hidden-unit rate), generator."""
 
-    method_name = "dropout"
-
     def __init__(self, p: float = 0.5, generator: torch.Generator | None = None) -> None:
         super().__init__(p, generator=generator)
 
@@ -103,7 +101,6 @@ def gaussian_dropout(
 class GaussianDropout(DropkitModule):
     """Module form of :func:`gaussian_dropout`. Args: p in [0, 1) (default 0.5), generator."""
 
-    method_name = "gaussian_dropout"
     p_allows_one = False  # the noise variance p/(1 − p) is infinite at p = 1
 
     def __init__(self, p: float = 0.5, generator: torch.Generator | None = None) -> None:

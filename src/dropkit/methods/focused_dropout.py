@@ -156,7 +156,6 @@ class FocusedDropout(DropkitModule):
         external_participation: True when a participation schedule decides the batches (set by the schedule).
     """
 
-    method_name = _NAME
     repr_fields = ("gamma_range", "gamma_per", "participation")
 
     def __init__(

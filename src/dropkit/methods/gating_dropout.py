@@ -96,7 +96,6 @@ class GatingDropoutMoE(DropkitModule):
     An input with no tokens gives the empty output.
     """
 
-    method_name = _NAME
     repr_fields = ("d_model", "d_ff", "num_experts", "k", "mode", "expert_drop", "world_size")
 
     def __init__(

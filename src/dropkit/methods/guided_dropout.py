@@ -48,6 +48,8 @@ from dropkit.validation import (
 
 __all__ = ["guided_dropout", "guided_drop_mask", "GuidedDropout"]
 
+_NAME = "guided_dropout"
+
 _SELECTIONS = ("top_k", "bottom_k", "active_random")
 _INITS = ("uniform", "ones")
 _BINS = 100  # histogram of |t| / max|t| for the "active_random" (DR) variant, as in the reference code
@@ -120,7 +122,7 @@ def guided_dropout(
     Returns:
         ``x · t`` (broadcast along ``dim``) with the dropped units zeroed; no rescaling.
     """
-    method = "guided_dropout"
+    method = _NAME
     check_float_tensor(x, method)
     check_float_tensor(strength, method, "strength")
     d = _feature_dim(x, dim, method)
@@ -143,7 +145,7 @@ def guided_dropout(
 
 
 @register(
-    "guided_dropout",
+    _NAME,
     family="related",
     kind="stateful",
     paper="Keshari, Singh & Vatsa, \"Guided Dropout\", AAAI 2019, arXiv:1812.03965",
@@ -167,7 +169,6 @@ class GuidedDropout(LazyModuleMixin, DropkitModule):
         generator: optional ``torch.Generator`` (``"active_random"`` only).
     """
 
-    method_name = "guided_dropout"
     repr_fields = ("selection", "dim", "init")
     cls_to_become = None
 

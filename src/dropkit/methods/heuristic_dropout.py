@@ -239,7 +239,6 @@ class HeuristicDropout(DropkitModule):
         generator: accepted for a uniform interface; unused (the method draws nothing).
     """
 
-    method_name = _NAME
     repr_fields = ("k", "bins", "fill")
 
     def __init__(

@@ -144,7 +144,6 @@ class HMEDropout(DropkitModule):
         generator: optional generator for δ.
     """
 
-    method_name = _NAME
     repr_fields = ("in_features", "out_features", "depth", "leaf", "per_sample", "eval_mode")
 
     def __init__(

@@ -23,6 +23,8 @@ from dropkit.validation import check_bool, check_float_tensor, check_int_tuple, 
 
 __all__ = ["maxout", "Maxout"]
 
+_NAME = "maxout"
+
 
 def maxout(z: torch.Tensor, pieces: int, dim: int = 1) -> torch.Tensor:
     """Max over groups of ``pieces`` consecutive entries along ``dim``.
@@ -35,7 +37,7 @@ def maxout(z: torch.Tensor, pieces: int, dim: int = 1) -> torch.Tensor:
     Returns:
         z with m entries along ``dim``.
     """
-    method = "maxout"
+    method = _NAME
     check_float_tensor(z, method)
     pieces = check_positive_int(pieces, "pieces", method)
     if isinstance(dim, bool) or not isinstance(dim, int) or not -z.ndim <= dim < z.ndim:
@@ -49,7 +51,7 @@ def maxout(z: torch.Tensor, pieces: int, dim: int = 1) -> torch.Tensor:
 
 
 @register(
-    "maxout",
+    _NAME,
     family="related",
     kind="block",
     paper="Goodfellow, Warde-Farley, Mirza, Courville & Bengio, \"Maxout Networks\", ICML 2013, arXiv:1302.4389",
@@ -72,8 +74,6 @@ class Maxout(nn.Module):
     Input/output: (N, *, in_features) → (N, *, out_features) for the Linear form;
     (N, in_features, H, W) → (N, out_features, H', W') for the conv form.
     """
-
-    method_name = "maxout"
 
     def __init__(
         self,

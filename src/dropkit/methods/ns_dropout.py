@@ -174,7 +174,6 @@ class NSDropout(ProtocolLayer, DropkitModule):
     Shapes: input (N, H) or (N, C, *spatial) → same shape, dtype and memory format.
     """
 
-    method_name = _METHOD
     repr_fields = ("distance", "rescale", "dim")
     needs_targets = True
     needs_validation = True

@@ -157,7 +157,6 @@ class SpectralDropout(DropkitModule):
         generator: optional ``torch.Generator``.
     """
 
-    method_name = "spectral_dropout"
     repr_fields = ("tau", "variant")
 
     def __init__(

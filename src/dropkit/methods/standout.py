@@ -30,6 +30,8 @@ from dropkit.validation import check_bool, check_choice, check_float_tensor, che
 
 __all__ = ["standout", "Standout"]
 
+_NAME = "standout"
+
 _ACTIVATIONS = {"relu": torch.relu, "sigmoid": torch.sigmoid, "tanh": torch.tanh, "identity": lambda z: z}
 
 
@@ -57,7 +59,7 @@ def standout(
     Returns:
         (N, *, out_features).
     """
-    method = "standout"
+    method = _NAME
     check_float_tensor(x, method)
     if x.ndim < 1 or x.shape[-1] != weight.shape[-1]:
         raise ValueError(f"{method}: input must end in in_features={weight.shape[-1]}, got shape {tuple(x.shape)}")
@@ -76,7 +78,7 @@ def standout(
 
 
 @register(
-    "standout",
+    _NAME,
     family="related",
     kind="block",
     paper="Ba & Frey, \"Adaptive dropout for training deep neural networks\", NIPS 2013",
@@ -96,8 +98,6 @@ class Standout(nn.Module):
         bias: whether the Linear layer has a bias (default True).
         generator: optional ``torch.Generator`` for the masks.
     """
-
-    method_name = "standout"
 
     def __init__(
         self,

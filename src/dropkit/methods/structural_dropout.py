@@ -175,7 +175,6 @@ class StructuralDropout(DropkitModule):
             ``num_features`` it tells ``dropkit.slim`` which axis the features are on.
     """
 
-    method_name = _METHOD
     repr_fields = ("lower_bound", "step", "eval_size", "zero_pad", "dim", "producer")
 
     def __init__(

@@ -116,7 +116,6 @@ class WeightedChannelDropout(DropkitModule):
         generator: optional ``torch.Generator``.
     """
 
-    method_name = _NAME
     repr_fields = ("wrs_ratio",)
 
     def __init__(self, p: float = 0.1, wrs_ratio: float = 0.8, generator: torch.Generator | None = None) -> None:

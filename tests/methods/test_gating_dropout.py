@@ -1,6 +1,6 @@
 """Tests of the MoE layer (dropkit.moe) and Gating Dropout (docs/methods/gating_dropout.md).
 
-The distributed checks run two gloo processes on 127.0.0.1 (tests/dist_moe_worker.py) once per module, with a
+The distributed checks run two gloo processes on 127.0.0.1 (tests/helpers/dist_moe_worker.py) once per module, with a
 timeout, and compare what each rank saw against a one-process reference recomputed here.
 """
 
@@ -21,7 +21,7 @@ from dropkit.methods.gating_dropout import (
     GatingDropoutMoE, begin_gating_dropout_step, moe_aux_loss, moe_comm_stats, reset_moe_comm_stats,
 )
 from dropkit.moe import compute_capacity, dense_combine_weights, top1_gating, top2_gating
-from props import assert_compiles_fullgraph, binomial_tolerance
+from helpers.props import assert_compiles_fullgraph, binomial_tolerance
 
 CFG = dict(d_model=8, d_ff=16, num_experts=4)
 
@@ -324,7 +324,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory):
     out = tmp_path_factory.mktemp("moe_dist")
-    worker = Path(__file__).with_name("dist_moe_worker.py")
+    worker = Path(__file__).resolve().parents[1] / "helpers" / "dist_moe_worker.py"
     port = _free_port()
     procs = [subprocess.Popen([sys.executable, str(worker), str(r), str(WORLD), str(port), str(out)],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -15,7 +15,7 @@ from dropkit.methods.channel_dropblock import (
     _seed_similarity,
     channel_dropblock,
 )
-from props import (
+from helpers.props import (
     assert_compiles_fullgraph,
     assert_eval_identity,
     assert_keeps_dtype_and_format,

@@ -15,7 +15,7 @@ from dropkit.methods.corrdrop import (
     corrdrop_channel,
     corrdrop_spatial,
 )
-from props import (
+from helpers.props import (
     assert_compiles_fullgraph,
     assert_eval_identity,
     assert_keeps_dtype_and_format,

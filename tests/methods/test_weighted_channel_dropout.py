@@ -7,7 +7,7 @@ import torch
 
 import dropkit
 from dropkit.methods.weighted_channel_dropout import WeightedChannelDropout, weighted_channel_dropout
-from props import (
+from helpers.props import (
     assert_compiles_fullgraph,
     assert_eval_identity,
     assert_keeps_dtype_and_format,

@@ -8,7 +8,7 @@ import torch
 import dropkit
 from dropkit.masks import sample_keep_mask
 from dropkit.methods.hme_dropout import HMEDropout, hme_dropout, leaf_probabilities
-from props import assert_compiles_fullgraph
+from helpers.props import assert_compiles_fullgraph
 
 
 def make(depth: int = 3, p: float = 0.3, seed: int = 0, **kw) -> HMEDropout:

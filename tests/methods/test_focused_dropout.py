@@ -7,7 +7,7 @@ import torch
 
 import dropkit
 from dropkit.methods.focused_dropout import FocusedDropout, ParticipationWeightDecay, focused_dropout
-from props import (
+from helpers.props import (
     assert_compiles_fullgraph,
     assert_eval_identity,
     binomial_tolerance,

@@ -9,7 +9,7 @@ from torch import nn
 import dropkit
 from dropkit.methods.ns_dropout import NSDropout, ns_dropout_mask
 from dropkit.protocol import feed_validation, supervise
-from props import assert_compiles_fullgraph
+from helpers.props import assert_compiles_fullgraph
 
 
 def _update(layer: NSDropout, x, y, xv, yv) -> torch.Tensor:
