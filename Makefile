@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test bench lab experts clean
+.PHONY: venv test test-faults bench lab experts clean
 
 FASHION_MNIST := /usr/share/datasets/fashion-mnist
 
@@ -20,6 +20,11 @@ $(STAMP): pyproject.toml constraints.txt
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+# The slow fault tests: sweeps killed at random moments and resumed, two sweeps on one store, workers outliving a
+# killed sweep, the same configs in separate processes (minutes: every case starts dropkit processes).
+test-faults: $(STAMP)
+	$(PY) -m pytest -m slow tests/lab/test_faults.py
 
 # Speed: every activation method against nn.Dropout2d and a 3x3 conv, the stateful methods' training steps, then
 # Gating Dropout's all-to-all bytes and step time on 2 gloo ranks (a license text as a small always-present corpus).

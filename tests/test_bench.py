@@ -1,8 +1,39 @@
-"""``dropkit bench``: the harness measures every row and checks the targets (tiny shapes: the harness, not the speed)."""
+"""``dropkit bench``: every row measured, targets checked; the floors, reference gains and memory columns (tiny
+shapes: the harness, not the speed)."""
+
+from __future__ import annotations
 
 import io
+import math
 
-from dropkit.bench import run_benchmark
+from dropkit.bench import FLOOR_OF_UNIT, REFERENCE_GAINS, run_benchmark, run_step_memory
+
+
+def test_rows_carry_floor_ratio_saved_bytes_and_reference_gain():
+    buf = io.StringIO()
+    rows = [row for pattern in ("dropblock", "heuristic_dropout")
+            for row in run_benchmark(shapes=((4, 8, 8, 8),), pattern=pattern, rounds=3, warmup=1, out=buf)]
+    by_name = {r["name"]: r for r in rows}
+    assert {"floor:element", "floor:channel", "floor:sample", "floor:spatial", "floor:histogram"} <= set(by_name)
+    block = by_name["dropblock"]
+    assert block["floor"] == FLOOR_OF_UNIT["block"] and math.isfinite(block["vs_floor"]) and block["vs_floor"] > 0
+    assert 0.2 <= block["saved_per_byte"] <= 0.26  # a bool mask (+ a 0-d scale), never a float one
+    assert by_name["heuristic_dropout"]["floor"] == "floor:channel"
+    for name in REFERENCE_GAINS:
+        assert by_name[f"gain:{name}"]["met"] in ("yes", "NO")
+    assert "floor:histogram" in by_name["heuristic_dropout"]["target"]  # the measured reason is printed
+    out = buf.getvalue()
+    assert "saved B/B" in out and "gain:dropblock" in out
+
+
+def test_step_memory_meets_the_targets():
+    rows = {r["name"]: r for pattern in ("dropblock", "gaussian_dropout")
+            for r in run_step_memory(out=io.StringIO(), pattern=pattern)}
+    assert rows["none"]["vs_plain"] == 1.0
+    assert rows["dropblock"]["vs_plain"] <= 1.07 and rows["dropblock"]["met"] == "yes"
+    assert rows["dropblock+recompute"]["vs_plain"] <= 1.01
+    assert rows["gaussian_dropout"]["vs_plain"] <= 1.01  # recomputes by default
+    assert rows["gaussian_dropout+stored"]["vs_plain"] > rows["gaussian_dropout"]["vs_plain"]  # float noise kept
 
 
 def test_benchmark_harness_measures_and_checks_targets():

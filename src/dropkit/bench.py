@@ -41,28 +41,121 @@ DEFAULT_TARGET = ("conv3x3", 0.10)
 DROPBLOCK_SPEEDUP = 5.0
 # "≤ 1.0× nn.Dropout" compares two calls of the same fused kernel; allow the run-to-run spread of the timer.
 SAME_KERNEL_NOISE = 0.05
+# Gains over a reference implementation that must not regress: method → (reference yardstick, minimum speed-up).
+# Set below the gains measured when they were made (DropBlock 11.8×/4.9×, Heuristic Dropout 12×/4.3× on 2 cores).
+REFERENCE_GAINS: dict[str, tuple[str, float]] = {
+    "dropblock": ("textbook_dropblock", DROPBLOCK_SPEEDUP),
+    "heuristic_dropout": ("official_heuristic_scoring", 2.0),
+}
+# Mask-apply floor per granularity (the card's taxonomy unit).
+FLOOR_OF_UNIT = {"element": "floor:element", "block": "floor:element", "region": "floor:spatial",
+                 "channel": "floor:channel", "path": "floor:sample", "sample": "floor:sample"}
+# What a method must do besides applying a mask, timed bare: the measured reason it cannot reach the floor.
+WORK_FLOORS = {"heuristic_dropout": "floor:histogram", "spectral_dropout": "floor:dct_pair"}
+# Saved-for-backward memory of a ResNet training forward with the method after every stage, relative to none.
+STEP_MEMORY_TARGETS: dict[str, float] = {"dropblock": 1.07, "gaussian_dropout": 1.07,
+                                         "dropblock+recompute": 1.01, "gaussian_dropout+recompute": 1.01}
 
 
 class TextbookDropBlock(nn.Module):
     """The textbook DropBlock: Bernoulli(γ) over every position of the map (restricted to the valid region as in
-    the official TF code), then a b×b ``max_pool2d`` to grow blocks; the reference dropkit's is measured against."""
+    the official TF code), then a b×b (b×b×b on 5-D input) ``max_pool`` to grow blocks; the reference dropkit's is
+    measured against."""
 
     def __init__(self, p: float = 0.1, block_size: int = 7) -> None:
         super().__init__()
         self.p, self.block_size = p, block_size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _, _, h, w = x.shape
-        b = min(self.block_size, h, w)
-        gamma = self.p * h * w / (b * b * (h - b + 1) * (w - b + 1))
+        spatial = x.shape[2:]
+        b = min(self.block_size, *spatial)
+        gamma = self.p * math.prod(spatial) / (b ** len(spatial) * math.prod([s - b + 1 for s in spatial]))
+        pool = F.max_pool2d if len(spatial) == 2 else F.max_pool3d
         with torch.no_grad():
-            valid = torch.zeros(h, w, device=x.device, dtype=x.dtype)
-            valid[b // 2: h - (b - 1) // 2, b // 2: w - (b - 1) // 2] = 1
+            valid = torch.zeros(spatial, device=x.device, dtype=x.dtype)
+            valid[tuple([slice(b // 2, s - (b - 1) // 2) for s in spatial])] = 1
             seeds = torch.bernoulli(torch.full_like(x, gamma)) * valid
-            pooled = F.max_pool2d(seeds, b, stride=1, padding=b // 2)[..., :h, :w]
+            pooled = pool(seeds, b, stride=1, padding=b // 2)[(..., *[slice(0, s) for s in spatial])]
             keep = 1.0 - pooled
             scale = keep.numel() / keep.sum(dtype=torch.float32).clamp_min(1.0)
         return x * keep * scale.to(x.dtype)
+
+
+class MaskApply(nn.Module):
+    """``x * m`` with a precomputed, pre-scaled float mask ``m`` of ``mask_shape``: the memory-bound floor of
+    applying a mask of that granularity, forward and backward."""
+
+    def __init__(self, mask_shape: tuple[int, ...], keep_prob: float = 0.9) -> None:
+        super().__init__()
+        gen = torch.Generator().manual_seed(0)
+        self.register_buffer("mask", (torch.rand(mask_shape, generator=gen) < keep_prob).float() / keep_prob)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.mask
+
+
+class BareHistogram(nn.Module):
+    """One ``bincount`` over a precomputed bin index per activation (N·C histograms of 2·10 + 1 levels): the work
+    Heuristic Dropout cannot skip, since its score is the entropy of every channel's quantised histogram. The
+    output is a view of the input (so it times as forward + backward like the others; the backward is free)."""
+
+    def __init__(self, shape: tuple[int, ...], bins: int = 10) -> None:
+        super().__init__()
+        n, c = shape[0], shape[1]
+        levels = 2 * bins + 1
+        gen = torch.Generator().manual_seed(0)
+        level = torch.randint(0, levels, shape, generator=gen)
+        rows = torch.arange(n * c).view(n, c, *([1] * (len(shape) - 2)))
+        self.register_buffer("index", (rows * levels + level).view(-1))
+        self.total = n * c * levels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        torch.bincount(self.index, minlength=self.total)
+        return x.view_as(x)  # a free op with a backward
+
+
+class DctPair(nn.Module):
+    """The orthonormal DCT and its inverse over the C-vector at every position (spectral dropout's default
+    hypercolumn transform), forward + backward, without the threshold: spectral dropout's floor."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from dropkit.methods.spectral_dropout import _hypercolumn_factors, _transform, dct_matrix
+
+        n, c = x.shape[0], x.shape[1]
+        a, b = _hypercolumn_factors(c)
+        view = (n, a, b, math.prod(x.shape[2:]))
+        mats = [(1, dct_matrix(a, dtype=x.dtype, device=x.device)), (2, dct_matrix(b, dtype=x.dtype, device=x.device))]
+        inverse = [(dim, d.t().contiguous()) for dim, d in reversed(mats)]
+        return _transform(_transform(x.contiguous().view(view), mats), inverse).view(x.shape)
+
+
+class OfficialHeuristicScoring(nn.Module):
+    """Heuristic Dropout as the official code (sdc17/HeuristicDropout) computes it: quantise tanh(x) to 11 levels,
+    count each level with a full-size comparison, entropy + k/variance, then (as dropkit) the top p·C channels
+    per sample replaced by their 3×3 Laplacian response. The reference dropkit's implementation must beat."""
+
+    def __init__(self, p: float = 0.1, k: float = 2.0, bins: int = 10) -> None:
+        super().__init__()
+        self.p, self.k, self.bins = p, k, bins
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c = x.shape[:2]
+        with torch.no_grad():
+            quantize = torch.round(torch.tanh(x) * self.bins).view(b, c, -1)
+            hist = torch.count_nonzero(quantize.unsqueeze(-1) == torch.arange(0, self.bins + 1, device=x.device), dim=2)
+            entropy = torch.distributions.Categorical(hist.float()).entropy()
+            scores = entropy + self.k / (torch.var(x, dim=(2, 3)) + 1e-7)
+            top = scores.topk(max(1, round(self.p * c)), dim=1).indices
+            chosen = torch.zeros(b, c, dtype=torch.bool, device=x.device).scatter_(1, top, True).view(b, c, 1, 1)
+        kernel = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]], dtype=x.dtype, device=x.device)
+        laplace = F.conv2d(x, kernel.view(1, 1, 3, 3).expand(c, 1, 3, 3), padding=1, groups=c)
+        return torch.where(chosen, laplace, x)
+
+
+def _floor_for(name: str) -> str:
+    import dropkit
+
+    return FLOOR_OF_UNIT.get(dropkit.get_card(name).taxonomy.get("unit", "element"), "floor:element")
 
 
 def _fwd_bwd(module: nn.Module, x: torch.Tensor, grad: torch.Tensor) -> Callable[[], None]:
@@ -109,13 +202,20 @@ def run_benchmark(
             torch.manual_seed(0)
             x = torch.randn(*shape, device=device, requires_grad=True)
             grad = torch.randn(*shape, device=device)
-            c = shape[1]
+            n, c = shape[0], shape[1]
             yardsticks: dict[str, nn.Module] = {
                 "nn.Dropout2d": nn.Dropout2d(0.1),
                 "nn.Dropout": nn.Dropout(dropkit.get_card("dropout").defaults["p"]),
                 "conv3x3": nn.Conv2d(c, c, 3, padding=1),
                 "textbook_dropblock": TextbookDropBlock(dropkit.get_card("dropblock").defaults["p"],
                                                        dropkit.get_card("dropblock").defaults["block_size"]),
+                "official_heuristic_scoring": OfficialHeuristicScoring(),
+                "floor:element": MaskApply(tuple(shape)),
+                "floor:spatial": MaskApply((n, 1, *shape[2:])),
+                "floor:channel": MaskApply((n, c, *([1] * (len(shape) - 2)))),
+                "floor:sample": MaskApply((n, *([1] * (len(shape) - 1)))),
+                "floor:histogram": BareHistogram(tuple(shape)),
+                "floor:dct_pair": DctPair(),
             }
             modules: dict[str, nn.Module] = dict(yardsticks)
             failed: dict[str, str] = {}
@@ -131,42 +231,118 @@ def run_benchmark(
             calls = {name: _fwd_bwd(module, x, grad) for name, module in modules.items()}
             times = _time_interleaved(calls, rounds, warmup, device)
             ref = {k: times[k] for k in yardsticks}
+            shape_label = "x".join(map(str, shape))
             for name, ms in times.items():
-                target_ref, limit = TARGETS.get(name, DEFAULT_TARGET) if name not in yardsticks else (None, None)
+                is_yardstick = name in yardsticks
+                target_ref, limit = TARGETS.get(name, DEFAULT_TARGET) if not is_yardstick else (None, None)
+                floor = _floor_for(name) if not is_yardstick else None
                 row = {
-                    "device": device_name, "shape": "x".join(map(str, shape)), "name": name, "median_ms": ms,
+                    "device": device_name, "shape": shape_label, "name": name, "median_ms": ms,
                     "vs_dropout2d": ms / ref["nn.Dropout2d"], "vs_conv3x3": ms / ref["conv3x3"],
+                    "floor": floor or "", "vs_floor": ms / ref[floor] if floor else math.nan,
+                    "saved_per_byte": math.nan if is_yardstick else _saved_per_byte(modules[name], x),
                     "target": "" if target_ref is None else f"<= {limit:g}x {target_ref}", "met": "",
                 }
                 if target_ref is not None:
                     ratio = ms / ref[target_ref]
                     slack = SAME_KERNEL_NOISE if target_ref == "nn.Dropout" else 0.0
                     ok = ratio <= limit + slack
-                    if name == "dropblock":
-                        speedup = ref["textbook_dropblock"] / ms
-                        row["target"] += f" and >= {DROPBLOCK_SPEEDUP:g}x faster than textbook ({speedup:.1f}x)"
-                        ok = ok and speedup >= DROPBLOCK_SPEEDUP
                     row["met"] = "yes" if ok else "NO"
+                    if name in WORK_FLOORS:
+                        work = WORK_FLOORS[name]
+                        row["target"] += (f" (its own floor, {work}: {ref[work] / ref['conv3x3']:.3f}x conv, "
+                                          f"method = {ms / ref[work]:.1f}x that floor)")
                 rows.append(row)
+            for name, (reference, minimum) in REFERENCE_GAINS.items():
+                if name in times:
+                    gain = ref[reference] / times[name]
+                    rows.append({"device": device_name, "shape": shape_label, "name": f"gain:{name}",
+                                 "median_ms": math.nan, "vs_dropout2d": math.nan, "vs_conv3x3": math.nan,
+                                 "floor": "", "vs_floor": math.nan, "saved_per_byte": math.nan,
+                                 "target": f"{reference} / {name} = {gain:.1f}x, must stay >= {minimum:g}x",
+                                 "met": "yes" if gain >= minimum else "NO"})
             for name, why in failed.items():
-                rows.append({"device": device_name, "shape": "x".join(map(str, shape)), "name": name,
+                rows.append({"device": device_name, "shape": shape_label, "name": name,
                              "median_ms": math.nan, "vs_dropout2d": math.nan, "vs_conv3x3": math.nan,
+                             "floor": "", "vs_floor": math.nan, "saved_per_byte": math.nan,
                              "target": "", "met": f"FAILED ({why})"})
-            _print_table([r for r in rows if r["device"] == device_name and r["shape"] == "x".join(map(str, shape))],
+            _print_table([r for r in rows if r["device"] == device_name and r["shape"] == shape_label],
                          f"{device_name}  input {tuple(shape)}  float32  forward+backward  median of {rounds} rounds",
                          out)
     return rows
 
 
+def _saved_per_byte(module: nn.Module, x: torch.Tensor) -> float:
+    from dropkit.saved_memory import saved_bytes_per_input_byte
+
+    return saved_bytes_per_input_byte(module, x.detach())
+
+
+def run_step_memory(out=sys.stdout, batch: int = 8, pattern: str | None = None) -> list[dict]:
+    """Saved-for-backward bytes of one training forward of the lab's ResNet-8 (CIFAR-style, width 16, 3×32×32
+    input, batch ``batch``) with each activation method in every stage, relative to the plain network.
+
+    The method sits on each stage's residual branch after its last BatchNorm (the lab's "branch" points), where
+    nothing downstream keeps the method's output (the residual add keeps nothing and the ReLU after it keeps its
+    own output), so the difference to the plain network is the method's own memory. After a stage's ReLU instead,
+    every out-of-place method, even one that keeps nothing, costs one more activation-sized tensor: the ReLU keeps
+    its output and the next convolution keeps the method's.
+
+    Exact (saved-tensor hooks), so independent of the machine's load. ``dropout``, ``gaussian_dropout`` and
+    ``dropblock`` are also measured with the other setting of ``recompute``. ``pattern`` filters the methods.
+    """
+    import dropkit
+    from dropkit.lab.models import ResNet  # the lab is optional: imported only when this group runs
+    from dropkit.saved_memory import training_step_saved_bytes
+
+    stages = ["layer1.0.bn2", "layer2.0.bn2", "layer3.0.bn2"]
+    x = torch.randn(batch, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    arms: list[tuple[str, str | None, dict]] = [("none", None, {})]
+    for card in dropkit.methods(pattern, kind="activation"):
+        arms.append((card.name, card.name, {}))
+        if "recompute" in card.defaults:
+            other = not card.defaults["recompute"]
+            arms.append((f"{card.name}+{'recompute' if other else 'stored'}", card.name, {"recompute": other}))
+    rows, plain = [], None
+    for label, name, params in arms:
+        torch.manual_seed(0)
+        model = ResNet(3, 10, (32, 32), width=16, blocks=1).train()
+        if name is not None:
+            dropkit.attach(model, name, at=stages, **params)
+        total = training_step_saved_bytes(model, x)
+        plain = total if plain is None else plain
+        limit = STEP_MEMORY_TARGETS.get(label)
+        ratio = total / plain
+        rows.append({"name": label, "saved_mib": total / 2**20, "vs_plain": ratio,
+                     "target": "" if limit is None else f"<= {limit:g}x plain",
+                     "met": "" if limit is None else ("yes" if ratio <= limit else "NO")})
+    print(f"\nsaved for backward, one training forward of ResNet-8 (width 16, batch {batch}, 3x32x32), "
+          f"method after each of {', '.join(stages)} (residual branches; exact bytes, parameters excluded)", file=out)
+    print(f"{'method':<34}{'MiB':>8}{'/plain':>9}  target", file=out)
+    print("-" * 62, file=out)
+    for r in rows:
+        target = f"{r['target']}: {r['met']}" if r["target"] else ""
+        print(f"{r['name']:<34}{r['saved_mib']:>8.2f}{r['vs_plain']:>9.3f}  {target}", file=out)
+    return rows
+
+
 def _print_table(rows: list[dict], title: str, out) -> None:
     print(f"\n{title}", file=out)
-    header = f"{'method':<26}{'median ms':>10}{'/Dropout2d':>12}{'/conv3x3':>10}  target"
+    header = (f"{'method':<28}{'median ms':>10}{'/Dropout2d':>11}{'/conv3x3':>9}{'/floor':>8}{'saved B/B':>10}"
+              f"  target")
     print(header, file=out)
     print("-" * len(header), file=out)
     for r in rows:
         target = f"{r['target']}: {r['met']}" if r["target"] else r["met"]
-        print(f"{r['name']:<26}{r['median_ms']:>10.3f}{r['vs_dropout2d']:>12.2f}{r['vs_conv3x3']:>10.3f}  {target}",
-              file=out)
+        if r["name"].startswith("gain:"):
+            print(f"{r['name']:<28}{'':>48}  {target}", file=out)
+            continue
+        floor = f"{r['vs_floor']:>8.2f}" if r["floor"] else f"{'':>8}"
+        saved = f"{r['saved_per_byte']:>10.3f}" if not math.isnan(r["saved_per_byte"]) else f"{'':>10}"
+        print(f"{r['name']:<28}{r['median_ms']:>10.3f}{r['vs_dropout2d']:>11.2f}{r['vs_conv3x3']:>9.3f}{floor}{saved}"
+              f"  {target}", file=out)
+    print("/floor: time over the mask-apply floor of the method's granularity (floor:element, floor:spatial, "
+          "floor:channel, floor:sample); saved B/B: bytes kept for backward per activation byte", file=out)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -178,6 +354,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--steps", action="store_true",
                         help="also time whole training steps with the stateful methods (ns_dropout, clustering, ...)")
+    parser.add_argument("--no-memory", action="store_true",
+                        help="skip the saved-memory group (ResNet training forward per method; needs the lab extra)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -199,10 +377,12 @@ def main(args: argparse.Namespace) -> int:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+    memory_rows = run_step_memory(pattern=args.methods) if not args.no_memory else []
     if args.steps:
         from dropkit.bench_steps import run_step_benchmark
 
         run_step_benchmark(rounds=max(3, args.rounds // 3))
     missed = [f"{r['name']} {r['shape']}" for r in rows if r["met"] not in ("", "yes")]
+    missed += [f"{r['name']} (step memory)" for r in memory_rows if r["met"] not in ("", "yes")]
     print(f"\nwrote {path}; targets missed or failed: {', '.join(missed) if missed else 'none'}")
     return 0

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from dropkit import __version__
 
@@ -81,15 +83,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # A plain `kill` stops a command as Ctrl-C does: worker processes are stopped and one line says how to resume
+    # (Python's default would end this process at once, with no word and no cleanup).
+    try:
+        previous = signal.signal(signal.SIGTERM, _interrupt)
+    except ValueError:  # main() called from a thread other than the main one: leave signals alone
+        previous = None
     try:
         return int(args.func(args) or 0)
     except (ValueError, TypeError, FileNotFoundError) as err:
         # Bad input from the command line: say what was wrong, no traceback.
         print(f"dropkit {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # Ctrl-C: finished runs are already stored, each in its own transaction; the rest is redone next time.
+        resume = (f"; finished runs are kept in {args.db or 'the store'}, run the same command again to resume"
+                  if hasattr(args, "db") else "")
+        print(f"dropkit {args.command}: interrupted{resume}", file=sys.stderr)
+        return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,9 @@ __all__ = [
     "keep_fraction_scale",
     "apply_keep_mask",
     "block_seed_rate",
+    "block_mask_plan",
+    "block_keep_bool_from_noise",
+    "sample_block_keep_bool",
     "sample_block_keep_mask",
 ]
 
@@ -147,23 +150,58 @@ def keep_fraction_scale(keep: torch.Tensor, dtype: torch.dtype | None = None) ->
 
     Returns 0-D tensor; an all-dropped mask gives scale 0 (the output is zero anyway) instead of inf/NaN.
     """
-    kept = keep.sum(dtype=torch.float32)
+    # A bool mask is counted as integers: summing it in float32 first casts the whole mask (3× slower on the CPU).
+    kept = torch.count_nonzero(keep).to(torch.float32) if keep.dtype == torch.bool else keep.sum(dtype=torch.float32)
     scale = torch.where(kept > 0, keep.numel() / kept.clamp_min(1.0), torch.zeros_like(kept))
     return scale if dtype is None else scale.to(dtype)
+
+
+def _times_bool_mask(t: torch.Tensor, keep: torch.Tensor, scale: float | torch.Tensor | None) -> torch.Tensor:
+    """t · keep · scale for a bool ``keep``. The mask is cast to ``t``'s dtype first: a bool × float product has no
+    vectorised CPU kernel (about 3× slower than the cast plus a float product, measured here). A tensor scale (0-d,
+    already in the dtype) is folded into the cast mask; a Python float multiplies the product, in the op's float32
+    arithmetic, so a bf16 output is rounded once."""
+    mask = keep.to(t.dtype)
+    if isinstance(scale, torch.Tensor):
+        return t * mask.mul_(scale)
+    out = t * mask
+    return out if scale is None else out.mul_(scale)
+
+
+class _BoolMaskMul(torch.autograd.Function):
+    """y = x · keep · scale that keeps the bool mask (one byte per element) for backward, never a float copy."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, keep: torch.Tensor, scale: float | torch.Tensor | None) -> torch.Tensor:  # noqa: ANN001
+        if isinstance(scale, torch.Tensor):
+            ctx.save_for_backward(keep, scale)
+            ctx.scale_value = None
+        else:
+            ctx.save_for_backward(keep)
+            ctx.scale_value = scale
+        return _times_bool_mask(x, keep, scale)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # noqa: ANN001, ANN205
+        saved = ctx.saved_tensors
+        scale = saved[1] if len(saved) > 1 else ctx.scale_value
+        return _times_bool_mask(grad, saved[0], scale), None, None
 
 
 def apply_keep_mask(x: torch.Tensor, keep: torch.Tensor, scale: float | torch.Tensor | None = None) -> torch.Tensor:
     """``x * keep * scale``.
 
-    A float mask is scaled first (masks are usually small: per channel, per sample); a boolean mask (usually full
-    size) multiplies ``x`` directly and the scale follows, which avoids materialising a scaled full-size copy.
+    A float mask is scaled first (masks are usually small: per channel, per sample). A boolean mask (usually full
+    size) is what autograd keeps for backward — one byte per element — and is cast to ``x``'s dtype on the fly in
+    forward and backward, never stored as floats.
 
     Gradients flow to ``x`` only, as ``keep * scale``; NaN/Inf in ``x`` propagate as in ``torch.nn.Dropout``
     (a kept NaN stays NaN, and 0·NaN is NaN), they never raise.
     """
     if keep.dtype == torch.bool:
-        y = x * keep
-        return y if scale is None else y * scale
+        if not (x.requires_grad and torch.is_grad_enabled()):
+            return _times_bool_mask(x, keep, scale)
+        return _BoolMaskMul.apply(x, keep, scale)
     if scale is not None:
         keep = keep * scale
     return x * keep
@@ -228,32 +266,14 @@ def block_seed_rate(p: float, spatial: Sequence[int], block: Sequence[int]) -> f
     return min(1.0, p * area / (block_area * valid))
 
 
-@torch.no_grad()
-def sample_block_keep_mask(
-    like: torch.Tensor,
-    lead_shape: Sequence[int],
-    block: Sequence[int],
-    gamma: float,
-    generator: torch.Generator | None = None,
-    algorithm: str = "auto",
-) -> torch.Tensor:
-    """Keep mask of shape (*lead_shape, *spatial) as 0/1 in ``like``'s dtype: 0 on the union of blocks whose corners
-    are Bernoulli(γ) seeds over the valid region (the positions where a whole block of size ``block`` fits).
+def block_mask_plan(
+    like: torch.Tensor, lead_shape: Sequence[int], block: Sequence[int], gamma: float, algorithm: str = "auto"
+) -> tuple[str, int, tuple[int, ...]]:
+    """How a block keep mask of (*lead_shape, *spatial) is drawn: ``(sampler, k, noise_shape)``.
 
-    ``like`` supplies the spatial size (its trailing len(block) dims) and the device.
-
-    Two samplers with the same distribution:
-
-    * ``"dense"``: one Bernoulli draw per valid position, then a separable box dilation (``expand_blocks``).
-    * ``"sparse"``: skip sampling. The gaps between successes of a Bernoulli(γ) sequence over the V valid
-      positions are i.i.d. Geometric(γ), so K geometric draws per map give its seeds exactly (K chosen so that
-      P(more than K seeds) < 1e-10). Seed j's block is the product of one interval per axis; each axis's
-      intervals are packed as bit j of an integer word per coordinate (built by a prefix sum of ±bit events),
-      so a position is covered iff the AND of its coordinates' words is non-zero: one full-size integer AND
-      instead of a pooling pass. It draws K numbers
-      per map instead of V, which is why DropBlock costs a fraction of the convolution it regularizes.
-    * ``"auto"``: on the CPU, sparse when at most 32 candidate seeds per map suffice, else dense; on other devices
-      dense (kernel launches, not memory traffic, bound these small maps there).
+    ``sampler`` is ``"dense"``, ``"sparse"`` or ``"none"`` (γ so small that no seed is expected: nothing drops);
+    ``k`` the sparse sampler's seeds per map; ``noise_shape`` the shape of the single U[0, 1) draw the mask is a
+    deterministic function of (:func:`block_keep_bool_from_noise`), which is what lets backward redraw it.
     """
     d = len(block)
     spatial = tuple(like.shape[like.ndim - d:])
@@ -262,25 +282,51 @@ def sample_block_keep_mask(
     rows = math.prod(lead_shape)
     bound = _seed_count_bound if torch.compiler.is_compiling() else _max_seed_count
     k = bound(n_valid, gamma, _SEED_COUNT_TAIL)
+    if algorithm not in ("auto", "dense", "sparse"):
+        raise ValueError(f"sample_block_keep_mask: algorithm must be 'auto', 'dense' or 'sparse', got {algorithm!r}")
     if algorithm == "auto":
         # On a GPU these maps are launch-bound, not bandwidth-bound: the dense sampler's ~10 kernels beat the
         # sparse one's ~40 small ones (H200, (64, 64, 16, 16): sparse 1.10 ms fwd+bwd against 0.74 ms for the
         # textbook algorithm). On the CPU the sparse sampler wins by an order of magnitude.
         algorithm = "sparse" if k <= _SPARSE_MAX_SEEDS and like.device.type == "cpu" else "dense"
     if k == 0:  # γ = 0: nothing to drop
-        return torch.ones((*lead_shape, *spatial), device=like.device, dtype=like.dtype)
+        return "none", 0, ()
     if algorithm == "dense" or gamma >= 1.0:
-        seeds = (sample_uniform((*lead_shape, *valid), like, generator) < gamma).to(torch.float32)
-        return 1.0 - expand_blocks(seeds, block).to(like.dtype)
-    if algorithm != "sparse":
-        raise ValueError(f"sample_block_keep_mask: algorithm must be 'auto', 'dense' or 'sparse', got {algorithm!r}")
+        return "dense", k, (*lead_shape, *valid)
     if k > 62:
         raise ValueError(f"sample_block_keep_mask: the sparse sampler packs seeds in int64 words and allows at most "
                          f"62 seeds per map, this map needs {k}; use algorithm='dense'")
+    return "sparse", k, (rows, k)
+
+
+@torch.no_grad()
+def block_keep_bool_from_noise(
+    noise: torch.Tensor,
+    spatial: Sequence[int],
+    lead_shape: Sequence[int],
+    block: Sequence[int],
+    gamma: float,
+    plan: tuple[str, int, tuple[int, ...]],
+) -> torch.Tensor:
+    """The bool keep mask (*lead_shape, *spatial) that the U[0, 1) ``noise`` of ``plan`` determines (see
+    :func:`sample_block_keep_mask`); deterministic, so the same noise always gives the same mask. It takes the
+    spatial size, not the input, so that a caller recomputing the mask in backward need not keep the input."""
+    sampler, k, _ = plan
+    if sampler == "none":
+        raise ValueError("block_keep_bool_from_noise: the plan draws no noise (sampler 'none'): nothing drops")
+    d = len(block)
+    spatial = tuple(spatial)
+    device = noise.device
+    valid = tuple(s - b + 1 for s, b in zip(spatial, block))
+    n_valid = math.prod(valid)
+    rows = math.prod(lead_shape)
+    if sampler == "dense":
+        seeds = (noise < gamma).to(torch.float32)
+        return expand_blocks(seeds, block) == 0
 
     # Skip sampling: the gaps between successes of a Bernoulli(γ) sequence are i.i.d. Geometric(γ), so the
     # first k seed positions (in row-major order of the valid region) are cumulative sums of k geometric draws.
-    positions = sample_uniform((rows, k), like, generator).clamp_min_(torch.finfo(torch.float32).tiny)
+    positions = noise.clamp_min(torch.finfo(torch.float32).tiny)
     # log(u) / log(1 − γ) is a Geometric(γ) gap; + 1 per seed, prefix sum, − 1: the 0-based positions. In place:
     # these are small tensors, where allocation and dispatch, not arithmetic, are the cost.
     positions.log_().mul_(1.0 / math.log1p(-gamma)).floor_().add_(1.0)
@@ -299,13 +345,13 @@ def sample_block_keep_mask(
     # CPU (uint8: 0.9 ms against 0.16 ms for int32 on a (4096, 16, 16) mask, measured here).
     word_dtype = torch.int32 if k <= 31 else torch.long
     # Seed j owns bit j; an inactive seed owns no bit, which voids its whole block.
-    bits = torch.tensor([1 << j for j in range(k)], dtype=word_dtype, device=like.device)
+    bits = torch.tensor([1 << j for j in range(k)], dtype=word_dtype, device=device)
     bits = torch.where(active, bits, 0)
     covered = None
     for axis in range(d):
         # words[r, i] = OR of the bits of the seeds whose interval [start, start + b) covers i. The bits are
         # distinct powers of two, so the OR is a sum: +bit at start, −bit at start + b, then a prefix sum.
-        events = torch.zeros(rows, spatial[axis] + 1, dtype=word_dtype, device=like.device)
+        events = torch.zeros(rows, spatial[axis] + 1, dtype=word_dtype, device=device)
         events.scatter_add_(1, starts[axis], bits)
         events.scatter_add_(1, starts[axis] + block[axis], -bits)
         words = events[:, :-1].cumsum(dim=1, dtype=word_dtype)  # (rows, S_a)
@@ -313,7 +359,55 @@ def sample_block_keep_mask(
             covered = words
         else:
             covered = covered[..., None] & words.reshape(rows, *([1] * axis), spatial[axis])
-    # eq with a floating `out` writes the 0/1 mask in one pass (comparison, then a conversion, costs ten times more).
-    keep = torch.empty(covered.shape, device=like.device, dtype=like.dtype)
-    torch.eq(covered, 0, out=keep)
-    return keep.reshape(*lead_shape, *spatial)
+    return (covered == 0).reshape(*lead_shape, *spatial)
+
+
+@torch.no_grad()
+def sample_block_keep_bool(
+    like: torch.Tensor,
+    lead_shape: Sequence[int],
+    block: Sequence[int],
+    gamma: float,
+    generator: torch.Generator | None = None,
+    algorithm: str = "auto",
+) -> torch.Tensor:
+    """Bool keep mask of shape (*lead_shape, *spatial): False on the union of blocks whose corners are Bernoulli(γ)
+    seeds over the valid region (the positions where a whole block of size ``block`` fits).
+
+    ``like`` supplies the spatial size (its trailing len(block) dims) and the device. A bool mask, because it is
+    what autograd keeps for backward: one byte per element instead of four.
+
+    Two samplers with the same distribution:
+
+    * ``"dense"``: one Bernoulli draw per valid position, then a separable box dilation (``expand_blocks``).
+    * ``"sparse"``: skip sampling. The gaps between successes of a Bernoulli(γ) sequence over the V valid
+      positions are i.i.d. Geometric(γ), so K geometric draws per map give its seeds exactly (K chosen so that
+      P(more than K seeds) < 1e-10). Seed j's block is the product of one interval per axis; each axis's
+      intervals are packed as bit j of an integer word per coordinate (built by a prefix sum of ±bit events),
+      so a position is covered iff the AND of its coordinates' words is non-zero: one full-size integer AND
+      instead of a pooling pass. It draws K numbers
+      per map instead of V, which is why DropBlock costs a fraction of the convolution it regularizes.
+    * ``"auto"``: on the CPU, sparse when at most 32 candidate seeds per map suffice, else dense; on other devices
+      dense (kernel launches, not memory traffic, bound these small maps there).
+
+    Both are one U[0, 1) draw (:func:`block_mask_plan`) followed by a deterministic function of it
+    (:func:`block_keep_bool_from_noise`).
+    """
+    plan = block_mask_plan(like, lead_shape, block, gamma, algorithm)
+    spatial = like.shape[like.ndim - len(block):]
+    if plan[0] == "none":
+        return torch.ones((*lead_shape, *spatial), device=like.device, dtype=torch.bool)
+    return block_keep_bool_from_noise(sample_uniform(plan[2], like, generator), spatial, lead_shape, block, gamma, plan)
+
+
+@torch.no_grad()
+def sample_block_keep_mask(
+    like: torch.Tensor,
+    lead_shape: Sequence[int],
+    block: Sequence[int],
+    gamma: float,
+    generator: torch.Generator | None = None,
+    algorithm: str = "auto",
+) -> torch.Tensor:
+    """:func:`sample_block_keep_bool` as 0/1 in ``like``'s dtype."""
+    return sample_block_keep_bool(like, lead_shape, block, gamma, generator, algorithm).to(like.dtype)

@@ -21,7 +21,7 @@ from typing import Any
 
 from dropkit.lab.config import BASELINE
 from dropkit.lab.stats import CONFIDENCE, binomial_se, mean_std, paired_test
-from dropkit.lab.store import Store
+from dropkit.lab.store import EXPERIMENT, Store
 
 __all__ = ["summarize", "write_report", "summary_table"]
 
@@ -364,13 +364,16 @@ def write_report(db: str | os.PathLike | Store, out: str | os.PathLike, *, title
     store = db if isinstance(db, Store) else Store(db) if Path(db).is_file() else None
     if store is None:
         raise FileNotFoundError(f"store {str(db)!r} does not exist; run `dropkit run`, `sweep` or `lab` first")
-    runs = store.runs()
+    runs = [r for r in store.runs() if r["kind"] != EXPERIMENT]  # experiment scripts report themselves
     if not isinstance(db, Store):
         store.close()
     if not runs:
         raise ValueError(f"store {store.path!r} holds no runs yet")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:  # a file in the way, or no permission
+        raise ValueError(f"report folder {str(out)!r} cannot be created ({err.strerror or err})") from None
     comparisons = summarize(runs)
     md: list[str] = [f"# {title}", ""]
     body: list[str] = [f"<h1>{html.escape(title)}</h1>"]

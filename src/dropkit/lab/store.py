@@ -1,17 +1,25 @@
 """The lab's store: every run in one SQLite file (the embedded default), keyed by its config hash.
 
-A run's life is two transactions. ``claim`` marks it ``running`` (creating the row or resetting an unfinished or
-failed one, and dropping any curves it had); ``finish`` writes its per-epoch curves, final metrics, placement,
-environment and wall time *and* flips it to ``done`` in one transaction, so a run killed at any point leaves
-either a finished row or an unfinished one with no result, never half a result. ``fail`` records a run that
-raised (e.g. a method that does not fit the model), with the error. A sweep re-run skips ``done`` rows and redoes
-the rest. WAL mode and a busy timeout let a report read while a sweep writes.
+A run's life is two transactions. ``try_claim`` marks it ``running`` under this process's name (creating the row,
+or resetting a failed one or one left unfinished by a process that is gone, and dropping any curves it had);
+``finish`` writes its per-epoch curves, final metrics, placement, environment and wall time *and* flips it to
+``done`` in one transaction, so a run killed at any point leaves either a finished row or an unfinished one with
+no result, never half a result. ``fail`` records a run that raised (e.g. a method that does not fit the model),
+with the error. A sweep re-run skips ``done`` rows and redoes the rest.
+
+Several sweeps may share one store: a claim is one ``BEGIN IMMEDIATE`` transaction, so exactly one sweep gets each
+run, and a run another live process holds is left to it (``try_claim`` returns None). The holder is recorded as
+``host:pid``; a holder on this host whose process is gone has been killed, and its run is redone. A holder on
+another host is taken to be alive (its process cannot be seen from here). WAL mode and a busy timeout let a
+report read, and other sweeps claim, while a sweep writes.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import socket
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -19,10 +27,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Store", "STATUSES", "SCHEMA_VERSION"]
+__all__ = ["Store", "STATUSES", "SCHEMA_VERSION", "EXPERIMENT", "holder_alive"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: runs.owner
 STATUSES = ("running", "done", "failed")
+#: the ``kind`` of a result recorded by an experiment script (``record_experiment``), not by the trainer
+EXPERIMENT = "experiment"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -46,7 +56,8 @@ CREATE TABLE IF NOT EXISTS runs (
     started_at   REAL,
     finished_at  REAL,
     wall_s       REAL,
-    attempts     INTEGER NOT NULL DEFAULT 0
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    owner        TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_status ON runs(status);
 CREATE TABLE IF NOT EXISTS curves (
@@ -59,6 +70,33 @@ CREATE TABLE IF NOT EXISTS curves (
 """
 
 
+def holder_alive(owner: str | None) -> bool:
+    """Whether the process named ``host:pid`` may still be running a run it claimed.
+
+    False for no holder, or for a process of this host that is gone (or a zombie: killed, not yet reaped); True
+    for a live one and for any process of another host, which cannot be seen from here.
+    """
+    host, sep, pid_text = (owner or "").rpartition(":")
+    if not sep or not pid_text.isdigit():
+        return False
+    if host != socket.gethostname():
+        return True
+    pid = int(pid_text)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, under another user
+        return True
+    except OSError:  # no signals on this platform: assume alive
+        return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state not in ("Z", "X")
+
+
 class Store:
     """A SQLite file of runs. ``Store(path)`` creates it (and its folder) if needed.
 
@@ -68,26 +106,43 @@ class Store:
 
     def __init__(self, path: str | os.PathLike = "runs.db") -> None:
         self.path = str(path)
+        #: who claims runs through this store: ``host:pid`` of this process
+        self.owner = f"{socket.gethostname()}:{os.getpid()}"
         if self.path != ":memory:":
             p = Path(self.path)
             if p.exists() and p.is_dir():
                 raise ValueError(f"db {self.path!r} is a folder; give a file path such as runs.db")
-            p.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                p.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as err:  # a file where a folder should be, or no permission
+                raise ValueError(f"db {self.path!r}: cannot create its folder ({err.strerror or err})") from None
         try:
             self._conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        except sqlite3.Error as err:
+            raise ValueError(f"db {self.path!r}: cannot open or create it (SQLite said: {err})") from None
+        try:
             self._conn.execute("PRAGMA foreign_keys = ON")
             if self.path != ":memory:":
                 self._conn.execute("PRAGMA journal_mode = WAL")
             version = self._conn.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
-                raise ValueError(f"{self.path}: store schema {version} is newer than this dropkit's "
+                raise ValueError(f"db {self.path!r}: store schema {version} is newer than this dropkit's "
                                  f"({SCHEMA_VERSION}); upgrade dropkit")
             with self.transaction() as cur:
                 for statement in filter(str.strip, _SCHEMA.split(";")):
                     cur.execute(statement)
+                columns = {row[1] for row in cur.execute("PRAGMA table_info(runs)")}
+                if "owner" not in columns:  # a schema-1 store
+                    cur.execute("ALTER TABLE runs ADD COLUMN owner TEXT")
                 cur.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         except sqlite3.DatabaseError as err:
-            raise ValueError(f"{self.path}: not a dropkit store (SQLite said: {err})") from None
+            self._conn.close()
+            if "unable to open" in str(err) or "readonly" in str(err):
+                raise ValueError(f"db {self.path!r}: cannot open or create it (SQLite said: {err})") from None
+            raise ValueError(f"db {self.path!r}: not a dropkit store (SQLite said: {err})") from None
+        except BaseException:
+            self._conn.close()
+            raise
 
     def close(self) -> None:
         self._conn.close()
@@ -116,33 +171,52 @@ class Store:
         row = self._conn.execute("SELECT status FROM runs WHERE config_hash = ?", (config_hash,)).fetchone()
         return None if row is None else row[0]
 
-    def claim(self, config_hash: str, config: Mapping[str, Any], *, kind: str = "run", tag: str | None = None) -> int:
-        """Mark a run ``running`` (new, or reset from unfinished/failed); return its id. A done run is refused."""
+    def try_claim(self, config_hash: str, config: Mapping[str, Any], *, kind: str = "run",
+                  tag: str | None = None) -> int | None:
+        """Mark a run ``running`` under :attr:`owner` and return its id; None when it is done or another live
+        process holds it.
+
+        A new run gets a row; a failed run, or one whose holder is gone (a killed sweep, or an earlier attempt of
+        this very process), is reset, dropping its curves. The read and the write are one transaction, so two
+        sweeps never both get a run.
+        """
         with self.transaction() as cur:
-            row = cur.execute("SELECT id, status FROM runs WHERE config_hash = ?", (config_hash,)).fetchone()
-            if row is not None and row[1] == "done":
-                raise ValueError(f"run {config_hash} is already done")
+            row = cur.execute("SELECT id, status, owner FROM runs WHERE config_hash = ?", (config_hash,)).fetchone()
             if row is None:
                 cur.execute(
                     "INSERT INTO runs (config_hash, kind, method, dataset, model, seed, train_size, tag, config, "
-                    "status, started_at, attempts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'running', ?, 1)",
+                    "status, started_at, attempts, owner) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'running', ?, 1, ?)",
                     (config_hash, kind, config["method"], config["data"], config["model"], config["seed"],
-                     config.get("train_size"), tag, json.dumps(config, sort_keys=True), time.time()))
+                     config.get("train_size"), tag, json.dumps(config, sort_keys=True), time.time(), self.owner))
                 return int(cur.lastrowid)
-            run_id = int(row[0])
+            run_id, status, owner = int(row[0]), row[1], row[2]
+            if status == "done" or (status == "running" and owner != self.owner and holder_alive(owner)):
+                return None
             cur.execute("DELETE FROM curves WHERE run_id = ?", (run_id,))
             cur.execute("UPDATE runs SET status = 'running', error = NULL, metrics = NULL, probe = NULL, "
                         "placement = NULL, environment = NULL, extra = NULL, finished_at = NULL, wall_s = NULL, "
-                        "started_at = ?, attempts = attempts + 1, tag = COALESCE(?, tag) WHERE id = ?",
-                        (time.time(), tag, run_id))
+                        "started_at = ?, attempts = attempts + 1, tag = COALESCE(?, tag), owner = ? WHERE id = ?",
+                        (time.time(), tag, self.owner, run_id))
             return run_id
+
+    def claim(self, config_hash: str, config: Mapping[str, Any], *, kind: str = "run", tag: str | None = None) -> int:
+        """:meth:`try_claim`, refusing with ValueError a run that is done or held by another live process."""
+        run_id = self.try_claim(config_hash, config, kind=kind, tag=tag)
+        if run_id is None:
+            row = self._conn.execute("SELECT status, owner FROM runs WHERE config_hash = ?", (config_hash,)).fetchone()
+            if row[0] == "done":
+                raise ValueError(f"run {config_hash} is already done")
+            raise ValueError(f"run {config_hash} is being run by process {row[1]}")
+        return run_id
 
     def finish(self, config_hash: str, result: Mapping[str, Any]) -> None:
         """Write a run's curves and results and mark it done, atomically."""
         with self.transaction() as cur:
-            row = cur.execute("SELECT id, status FROM runs WHERE config_hash = ?", (config_hash,)).fetchone()
+            row = cur.execute("SELECT id, status, owner FROM runs WHERE config_hash = ?", (config_hash,)).fetchone()
             if row is None or row[1] != "running":
                 raise ValueError(f"run {config_hash} was not claimed (status {row and row[1]!r})")
+            if row[2] != self.owner:
+                raise ValueError(f"run {config_hash} is claimed by {row[2]}, not by this process ({self.owner})")
             run_id = int(row[0])
             cur.execute("DELETE FROM curves WHERE run_id = ?", (run_id,))
             cur.executemany(
@@ -158,11 +232,48 @@ class Store:
                  None if result.get("probe") is None else json.dumps(result["probe"]), json.dumps(extra),
                  time.time(), float(result.get("wall_s", 0.0)), run_id))
 
+    def record_experiment(self, experiment: str, config: Mapping[str, Any], metrics: Mapping[str, Any], *,
+                          tag: str | None = None, environment: Mapping[str, Any] | None = None,
+                          wall_s: float = 0.0) -> str:
+        """Store one finished result of an experiment script (kind ``"experiment"``) and return its key.
+
+        The key hashes the experiment's name and ``config``; recording the same config again replaces the earlier
+        result (an experiment script reruns all its arms at once). The ``model`` column holds the experiment's
+        name; ``method``, ``data`` and ``seed`` come from ``config`` when it has them.
+
+        Args:
+            experiment: the script's name, e.g. ``"moe_lm"``.
+            config: what determines this result (JSON-serialisable).
+            metrics: its numbers (JSON-serialisable).
+        """
+        if not isinstance(experiment, str) or not experiment:
+            raise ValueError(f"experiment must be a non-empty name, got {experiment!r}")
+        for name, value in (("config", config), ("metrics", metrics)):
+            if not isinstance(value, Mapping):
+                raise TypeError(f"{name} must be a mapping, got {type(value).__name__}")
+        stored = {"experiment": experiment, **config}
+        blob = json.dumps(stored, sort_keys=True, separators=(",", ":"))
+        key = f"{experiment}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}"
+        now = time.time()
+        with self.transaction() as cur:
+            cur.execute("DELETE FROM runs WHERE config_hash = ?", (key,))
+            cur.execute(
+                "INSERT INTO runs (config_hash, kind, method, dataset, model, seed, train_size, tag, config, status, "
+                "environment, metrics, started_at, finished_at, wall_s, attempts) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'done', ?, ?, ?, ?, ?, 1)",
+                (key, EXPERIMENT, str(config.get("method", experiment)), str(config.get("data", "")), experiment,
+                 int(config.get("seed", 0)), config.get("train_size"), tag, blob,
+                 None if environment is None else json.dumps(environment), json.dumps(dict(metrics)),
+                 now - wall_s, now, float(wall_s)))
+        return key
+
     def fail(self, config_hash: str, error: str, *, environment: Mapping[str, Any] | None = None) -> None:
+        """Record that a run this process claimed raised ``error`` (a run claimed by another is left alone)."""
         with self.transaction() as cur:
             cur.execute("UPDATE runs SET status = 'failed', error = ?, environment = ?, finished_at = ? "
-                        "WHERE config_hash = ? AND status = 'running'",
-                        (error, None if environment is None else json.dumps(environment), time.time(), config_hash))
+                        "WHERE config_hash = ? AND status = 'running' AND owner = ?",
+                        (error, None if environment is None else json.dumps(environment), time.time(), config_hash,
+                         self.owner))
 
     # ------------------------------------------------------------------------------------------ reading
     def runs(self, *, status: str | Iterable[str] | None = None, kind: str | None = None,

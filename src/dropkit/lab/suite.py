@@ -31,6 +31,7 @@ from dropkit.lab.report import summary_table, write_report
 from dropkit.lab.store import Store
 from dropkit.lab.sweep import execute, method_names
 from dropkit.lab.config import BASELINE, RunConfig
+from dropkit.lab.train import check_run
 
 __all__ = ["SUITES", "QUICK", "lab_configs", "run_lab"]
 
@@ -102,11 +103,17 @@ def lab_configs(suite: str = "classification", *, quick: bool = False, methods: 
 def run_lab(configs: Sequence[RunConfig], *, db: str | Path, out: str | Path, backend: str = "local",
             ray_address: str | None = None, progress: bool = True, report: bool = True,
             title: str = "dropkit lab", workers: int = 1) -> dict[str, Any]:
-    """Run (or resume) the configs into ``db``, then write the report of those runs to ``out``."""
+    """Run (or resume) the configs into ``db``, then write the report of those runs to ``out``.
+
+    Every config is checked against its data first (:func:`~dropkit.lab.train.check_run`): a bad one raises
+    before the store is created.
+    """
     started = time.perf_counter()
+    for config in configs:
+        check_run(config)
     with Store(db) as store:
         counts = execute(configs, store, backend=backend, ray_address=ray_address, progress=progress, tag="lab",
-                         workers=workers)
+                         workers=workers, check=False)
         wall = time.perf_counter() - started
         result: dict[str, Any] = {"counts": counts, "wall_s": wall, "report": None, "tables": []}
         if report:

@@ -20,13 +20,19 @@ A sweep file (TOML; YAML too when PyYAML is installed)::
     p = [0.1, 0.2]
 
 Runs are ordered seed by seed, so a sweep stopped early holds complete paired sets for its first seeds. A re-run
-skips the runs the store has finished and redoes unfinished and failed ones.
+skips the runs the store has finished and redoes unfinished and failed ones. Every config is checked (method
+parameters on the real feature shapes, the data, the validation split a method needs) before the first run is
+claimed, so a bad grid writes nothing. Each run is claimed just before it starts: two sweeps on one store share
+the work, each skipping the runs the other holds. Worker processes die with the sweep that started them.
 """
 
 from __future__ import annotations
 
 import itertools
 import os
+import signal
+import sys
+import threading
 import traceback
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -35,7 +41,7 @@ from typing import Any
 from dropkit.lab.progress import Progress
 from dropkit.lab.store import Store
 from dropkit.lab.config import BASELINE, RunConfig
-from dropkit.lab.train import RunFailed, run
+from dropkit.lab.train import RunFailed, check_run, run
 
 __all__ = ["load_sweep", "expand_grid", "execute", "method_names", "BACKENDS"]
 
@@ -194,8 +200,10 @@ def _run_outcome(config_dict: dict[str, Any]) -> tuple[str, Any]:
 
 def execute(configs: Sequence[RunConfig], store: Store, *, backend: str = "local", tag: str | None = None,
             kind: str = "run", progress: bool = True, ray_address: str | None = None,
-            stop_on_failure: bool = False, workers: int = 1) -> dict[str, int]:
+            stop_on_failure: bool = False, workers: int = 1, check: bool = True) -> dict[str, int]:
     """Run every config the store has not finished; return counts ``{"done", "failed", "skipped"}``.
+
+    ``skipped`` counts the runs already done and those another live sweep on the same store holds.
 
     Args:
         backend: ``"local"`` (in this machine's processes) or ``"ray"`` (``ray.init(ray_address)``: a local Ray
@@ -205,19 +213,28 @@ def execute(configs: Sequence[RunConfig], store: Store, *, backend: str = "local
             runs side by side finish ~1.5× sooner than one 2-thread run after another: small convolutions scale
             poorly across threads). Results are written by this process only, one transaction per run.
         stop_on_failure: re-raise the first failure (``dropkit run``) instead of recording it and going on.
+        check: check every config with :func:`~dropkit.lab.train.check_run` before claiming any (ValueError or
+            TypeError for a bad parameter, bad data, a missing validation split); False when the caller did.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    bar = Progress(len(configs), sum(c.epochs for c in configs), enabled=progress)
-    pending = []
-    for config in configs:
-        if store.status(config.config_hash()) == "done":
-            bar.skip(config.epochs)
-        else:
-            pending.append(config)
-    counts = {"done": 0, "failed": 0, "skipped": len(configs) - len(pending)}
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be an integer ≥ 1, got {workers!r}")
+    pending, passed, seen = [], [], set()
+    for config in configs:
+        h = config.config_hash()
+        if h not in seen and store.status(h) != "done":
+            pending.append(config)
+        else:
+            passed.append(config)
+        seen.add(h)
+    if check:
+        for config in pending:
+            check_run(config)
+    bar = Progress(len(configs), sum(c.epochs for c in configs), enabled=progress)
+    for config in passed:
+        bar.skip(config.epochs)
+    counts = {"done": 0, "failed": 0, "skipped": len(configs) - len(pending)}
     try:
         if backend == "ray" and pending:
             _execute_ray(pending, store, bar, counts, tag=tag, kind=kind, address=ray_address)
@@ -231,10 +248,21 @@ def execute(configs: Sequence[RunConfig], store: Store, *, backend: str = "local
     return counts
 
 
+def _claim(config: RunConfig, store: Store, bar: Progress, counts: dict[str, int], *, tag: str | None,
+           kind: str) -> bool:
+    """Claim a run just before it starts; False (and counted as skipped) when it is done or held elsewhere."""
+    if store.try_claim(config.config_hash(), config.to_dict(), kind=kind, tag=tag) is None:
+        counts["skipped"] += 1
+        bar.skip(config.epochs)
+        return False
+    return True
+
+
 def _execute_one(config: RunConfig, store: Store, bar: Progress, counts: dict[str, int], *, tag: str | None,
                  kind: str, stop_on_failure: bool) -> None:
     h = config.config_hash()
-    store.claim(h, config.to_dict(), kind=kind, tag=tag)
+    if not _claim(config, store, bar, counts, tag=tag, kind=kind):
+        return
     bar.start_run(_describe(config))
     try:
         result = run(config, on_epoch=lambda e, row: bar.epoch(e, config.epochs, row))
@@ -264,18 +292,57 @@ def _execute_ray(pending: Sequence[RunConfig], store: Store, bar: Progress, coun
     remote = ray.remote(num_cpus=1)(_run_outcome)
     refs = {}
     for config in pending:
-        store.claim(config.config_hash(), config.to_dict(), kind=kind, tag=tag)
-        refs[remote.remote(config.to_dict())] = config
+        if _claim(config, store, bar, counts, tag=tag, kind=kind):
+            refs[remote.remote(config.to_dict())] = config
     while refs:
         ready, _ = ray.wait(list(refs), num_returns=1)
         for ref in ready:
             _record_outcome(refs.pop(ref), ray.get(ref), store, bar, counts)
 
 
-def _single_thread_worker() -> None:
+def _die_with_parent(parent: int) -> None:
+    """End this worker process when the sweep process ``parent`` ends, however it ends (``kill -9`` included).
+
+    On Linux the kernel sends SIGKILL at the parent's death (``prctl(PR_SET_PDEATHSIG)``); elsewhere, and as a
+    second line, a daemon thread checks once a second whether this process has been re-parented.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:  # the parent died before the signal was armed
+        os._exit(1)
+
+    def watch() -> None:
+        while True:
+            threading.Event().wait(1.0)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="dropkit-parent-watch", daemon=True).start()
+
+
+def _init_worker(parent: int) -> None:
+    """A sweep worker: one torch thread, dies with its sweep, and leaves Ctrl-C to the sweep, which stops it."""
+    _die_with_parent(parent)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     import torch
 
     torch.set_num_threads(1)
+
+
+def _stop_workers(pool: Any) -> None:
+    """Stop a process pool now: its runs are unfinished in the store and will be redone on resume."""
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        if process.is_alive():
+            process.kill()
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        process.join(timeout=5)
 
 
 def _execute_pool(pending: Sequence[RunConfig], store: Store, bar: Progress, counts: dict[str, int], *,
@@ -285,14 +352,33 @@ def _execute_pool(pending: Sequence[RunConfig], store: Store, bar: Progress, cou
 
     # spawn, not fork: a forked child would inherit this process's torch thread pool and open SQLite handle.
     context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context,
-                                                initializer=_single_thread_worker) as pool:
-        futures = {}
-        for config in pending:
-            store.claim(config.config_hash(), config.to_dict(), kind=kind, tag=tag)
-            futures[pool.submit(_run_outcome, config.to_dict())] = config
-        for future in concurrent.futures.as_completed(futures):
-            _record_outcome(futures[future], future.result(), store, bar, counts)
+    pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
+                                                  initargs=(os.getpid(),))
+    queue = iter(pending)
+    futures: dict[concurrent.futures.Future, RunConfig] = {}
+
+    def submit_next() -> None:
+        # claim only what a worker is about to start, so another sweep on the store can take the rest
+        for config in queue:
+            if _claim(config, store, bar, counts, tag=tag, kind=kind):
+                futures[pool.submit(_run_outcome, config.to_dict())] = config
+                return
+
+    try:
+        for _ in range(workers):
+            submit_next()
+        while futures:
+            # a bounded wait: a Ctrl-C delivered to another thread is acted on only when this one wakes up
+            finished, _ = concurrent.futures.wait(futures, timeout=0.5,
+                                                  return_when=concurrent.futures.FIRST_COMPLETED)
+            for future in finished:
+                config = futures.pop(future)
+                _record_outcome(config, future.result(), store, bar, counts)
+                submit_next()
+    except BaseException:
+        _stop_workers(pool)
+        raise
+    pool.shutdown(wait=True)
 
 
 def _record_outcome(config: RunConfig, outcome: tuple[str, Any], store: Store, bar: Progress,

@@ -38,7 +38,8 @@ from dropkit.lab.models import MODELS, build_model
 from dropkit.lab.placement import adapt_params, attach_params, placement_group, resolve_points
 from dropkit.lab.probes.coadaptation import coadaptation_probe
 
-__all__ = ["RunConfig", "RunFailed", "train", "run", "environment", "evaluate", "get_dataset", "BASELINE"]
+__all__ = ["RunConfig", "RunFailed", "train", "run", "check_run", "environment", "evaluate", "get_dataset",
+           "BASELINE"]
 
 
 class RunFailed(RuntimeError):
@@ -117,6 +118,7 @@ def _insert_method(config: RunConfig, model: nn.Module, sample: torch.Tensor):
             explicit[key] = value
     resolved = adapt_params(card, explicit, shapes)
     passed = attach_params(card, explicit, shapes)  # block_size fitted to small maps
+    _check_params(card, passed, model, [p.name for p in points])
     record = {"group": group, "points": [p.spec for p in points], "shapes": {k: list(v) for k, v in shapes.items()},
               "params": json_safe(resolved)}
     try:
@@ -131,6 +133,76 @@ def _insert_method(config: RunConfig, model: nn.Module, sample: torch.Tensor):
     return handles, card, record
 
 
+def _check_params(card: Any, params: Mapping[str, Any], model: nn.Module, points: list[str]) -> None:
+    """Build the method once on its own, so that a bad parameter (unknown, out of range, of the wrong type) is
+    refused by the method's constructor with a message naming it, not reported as a failed insertion."""
+    import dropkit
+
+    extra: dict[str, Any] = {}
+    if card.required == ("layer",) and points:
+        extra["layer"] = model.get_submodule(points[0])  # a wrapper is checked around the layer it will wrap
+    elif card.required:
+        return  # a whole block built from the model's sizes: attach checks it
+    dropkit.create(card.name, **{**params, **extra})
+
+
+def _check_model_task(config: RunConfig, task: str) -> None:
+    if config.model == "unet" and task != "segmentation":
+        raise ValueError(f"model 'unet' needs a segmentation dataset; {config.data!r} is a {task} set")
+    if config.model in MODELS and config.model != "unet" and task == "segmentation":
+        raise ValueError(f"{config.data!r} is a segmentation set: use --model unet (or your own FILE.py:NAME)")
+
+
+def _check_validation_split(config: RunConfig, model: nn.Module, data: Dataset) -> None:
+    if data.task == "classification" and len(data.y_val) == 0 and protocol.wants_validation(model):
+        raise ValueError(f"{config.method} needs validation data (it compares training batches with held-out "
+                         f"ones), but val_size is 0; set val_size ≥ 1 (--val-size)")
+
+
+def _build(config: RunConfig, data: Dataset) -> tuple[nn.Module, Any, Any, dict[str, Any]]:
+    """The run's model (initial weights fixed by the seed) with its method attached: (model, handle, card,
+    placement record)."""
+    torch.manual_seed(config.seed)  # initial weights: the same for every method under this seed
+    model = build_model(config.model, data.in_channels, data.num_classes, data.spatial_size,
+                        variant=config.variant, **config.model_params)
+    _materialize(model, data.x_train[:2])
+    if config.probe is not None and not hasattr(model, "probe_point"):
+        raise ValueError(f"the co-adaptation probe needs the model to name its penultimate module in "
+                         f"`probe_point`; {config.model} does not: set it, or run without the probe")
+    handle, card, placement = None, None, {"group": None, "points": [], "shapes": {}, "params": {}}
+    if config.method != BASELINE:
+        handle, card, placement = _insert_method(config, model, data.x_train[:2])
+        _check_validation_split(config, model, data)
+    return model, handle, card, placement
+
+
+def check_run(config: RunConfig) -> None:
+    """Check a config against its data before anything is stored: load the data, build the model and attach the
+    method once on the real feature shapes (on the CPU, leaving the global RNG as it was).
+
+    Raises:
+        ValueError, TypeError: bad data, a bad method parameter (the message names it), a model that does not
+            suit the task, or a method that needs validation data when ``val_size`` is 0.
+
+    A method that does not fit the model (:class:`RunFailed`) passes: it is a result, recorded as a failed run.
+    """
+    data = get_dataset(config)
+    _check_model_task(config, data.task)
+    with torch.random.fork_rng(devices=[]):
+        try:
+            _build(config, data)
+        except RunFailed:
+            pass
+
+
+def _check_final_metrics(metrics: Mapping[str, Any]) -> None:
+    """A run whose weights blew up on its last steps ends with NaN/inf metrics: a failure, not a result."""
+    bad = {k: v for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v)}
+    if bad:
+        raise RunFailed("training diverged: final metrics not finite ("
+                        + ", ".join(f"{k}={v}" for k, v in bad.items()) + ")")
+
+
 def train(config: RunConfig, *, dataset: Dataset | None = None,
           on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> tuple[dict[str, Any], nn.Module, Dataset]:
     """Train and evaluate one configuration.
@@ -140,29 +212,19 @@ def train(config: RunConfig, *, dataset: Dataset | None = None,
         ``placement``, ``environment`` and ``wall_s``; the trained model (method still attached) serves probes.
 
     Raises:
-        RunFailed: the method does not fit the model (its message says where and why).
+        RunFailed: the method does not fit the model (its message says where and why), or training diverged
+            (a non-finite loss during training, or non-finite final metrics).
+        ValueError, TypeError: see :func:`check_run`.
     """
     started = time.perf_counter()
     device = resolve_device(config.device)
     data = dataset if dataset is not None else get_dataset(config)
     task = data.task
-    if config.model == "unet" and task != "segmentation":
-        raise ValueError(f"model 'unet' needs a segmentation dataset; {config.data!r} is a {task} set")
-    if config.model in MODELS and config.model != "unet" and task == "segmentation":
-        raise ValueError(f"{config.data!r} is a segmentation set: use --model unet (or your own FILE.py:NAME)")
+    _check_model_task(config, task)
     if device.type == "cuda":
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
 
-    torch.manual_seed(config.seed)  # initial weights: the same for every method under this seed
-    model = build_model(config.model, data.in_channels, data.num_classes, data.spatial_size,
-                        variant=config.variant, **config.model_params)
-    _materialize(model, data.x_train[:2])
-    if config.probe is not None and not hasattr(model, "probe_point"):
-        raise ValueError(f"the co-adaptation probe needs the model to name its penultimate module in "
-                         f"`probe_point`; {config.model} does not: set it, or run without the probe")
-    card, placement = None, {"group": None, "points": [], "shapes": {}, "params": {}}
-    if config.method != BASELINE:
-        _, card, placement = _insert_method(config, model, data.x_train[:2])
+    model, handle, card, placement = _build(config, data)
     model.to(device)
     torch.manual_seed(config.seed + 7919)  # masks: deterministic, independent of how the weights were drawn
     order = torch.Generator().manual_seed(config.seed)  # batch order: the same for every method
@@ -252,6 +314,7 @@ def train(config: RunConfig, *, dataset: Dataset | None = None,
     metrics["gap"] = train_eval[key] - test_metrics[key]
     metrics["n_test"] = len(data.y_test)
     metrics["n_train"] = n
+    _check_final_metrics(metrics)
     result = {
         "metrics": metrics, "curves": curves, "placement": placement, "task": task, "primary": f"test_{key}",
         "environment": environment(device), "schedule": None if card is None or card.schedule is None

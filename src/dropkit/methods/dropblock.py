@@ -16,6 +16,9 @@ The ramp of p from 0 (the paper's "scheduled DropBlock") is done by ``dropkit.sc
 
 The seeds are drawn by skip sampling (``dropkit.masks.sample_block_drop_mask``): the same Bernoulli field as the
 textbook algorithm, at a cost proportional to the number of seeds rather than to the map size.
+
+Memory kept for backward: the keep mask as bool (one byte per element) and the 0-d scale; with ``recompute=True``
+only the generator state, the mask being rebuilt in backward from the same single draw (``dropkit.replay``).
 """
 
 from __future__ import annotations
@@ -23,8 +26,16 @@ from __future__ import annotations
 import torch
 
 from dropkit.base import DropkitModule
-from dropkit.masks import block_seed_rate, keep_fraction_scale, sample_block_keep_mask
+from dropkit.masks import (
+    apply_keep_mask,
+    block_keep_bool_from_noise,
+    block_mask_plan,
+    block_seed_rate,
+    keep_fraction_scale,
+    sample_uniform,
+)
 from dropkit.registry import register
+from dropkit.replay import apply_recomputed_mask
 from dropkit.validation import (
     check_bool,
     check_choice,
@@ -50,6 +61,7 @@ def dropblock(
     scale_by_keep: bool = True,
     generator: torch.Generator | None = None,
     algorithm: str = "auto",
+    recompute: bool = False,
 ) -> torch.Tensor:
     """DropBlock for (N, C, H, W) or (N, C, D, H, W) inputs.
 
@@ -62,6 +74,8 @@ def dropblock(
         generator: optional generator for the seeds.
         algorithm: ``"auto"``, ``"sparse"`` (skip sampling) or ``"dense"`` (a draw per valid position); the same
             distribution, different cost.
+        recompute: keep the generator state instead of the bool mask and rebuild the mask in backward (same
+            output and gradient, bit for bit; no activation-sized memory kept, the mask built twice).
     """
     check_float_tensor(x, "dropblock")
     check_ndim(x, "dropblock", (4, 5), "(N, C, H, W) or (N, C, D, H, W)")
@@ -71,17 +85,26 @@ def dropblock(
     check_bool(share_channels, "share_channels", "dropblock")
     check_bool(scale_by_keep, "scale_by_keep", "dropblock")
     check_choice(algorithm, "algorithm", "dropblock", ALGORITHMS)
+    check_bool(recompute, "recompute", "dropblock")
     generator = check_generator(generator, x, "dropblock")
     if not training or p == 0.0 or x.numel() == 0:
         return x
     block = tuple(min(b, s) for b, s in zip(block, spatial))
     gamma = block_seed_rate(p, spatial, block)
     lead = (x.shape[0], 1 if share_channels else x.shape[1])
-    keep = sample_block_keep_mask(x, lead, block, gamma, generator, algorithm)
-    if scale_by_keep:
-        with torch.no_grad():  # the mask is ours: scale it in place (summed in float32) instead of a second pass on x
-            keep.mul_(keep_fraction_scale(keep, x.dtype))
-    return x * keep
+    plan = block_mask_plan(x, lead, block, gamma, algorithm)
+    if plan[0] == "none":  # no seed expected anywhere: nothing drops
+        return x
+    dtype = x.dtype
+
+    def build(noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        keep = block_keep_bool_from_noise(noise, spatial, lead, block, gamma, plan)  # not x: backward must not keep it
+        return keep, (keep_fraction_scale(keep, dtype) if scale_by_keep else None)
+
+    if recompute:
+        return apply_recomputed_mask(x, plan[2], build, generator=generator)
+    keep, scale = build(sample_uniform(plan[2], x, generator))
+    return apply_keep_mask(x, keep, scale)
 
 
 @register(
@@ -100,13 +123,14 @@ class DropBlock(DropkitModule):
     Args:
         p: drop fraction (default 0.1: the paper's best ImageNet keep_prob 0.9).
         block_size: default 7 (the paper's ResNet-50 value); clipped to small maps.
-        share_channels, scale_by_keep, generator, algorithm: as in :func:`dropblock`.
+        share_channels, scale_by_keep, generator, algorithm, recompute: as in :func:`dropblock`.
     """
 
     repr_fields = ("block_size", "share_channels", "scale_by_keep")
 
     def __init__(self, p: float = 0.1, block_size: int | tuple[int, ...] = 7, share_channels: bool = False,
-                 scale_by_keep: bool = True, generator: torch.Generator | None = None, algorithm: str = "auto") -> None:
+                 scale_by_keep: bool = True, generator: torch.Generator | None = None, algorithm: str = "auto",
+                 recompute: bool = False) -> None:
         super().__init__(p, generator=generator)
         if isinstance(block_size, (tuple, list)):
             check_int_tuple(block_size, "block_size", self.method_name, len(block_size))
@@ -117,9 +141,11 @@ class DropBlock(DropkitModule):
         self.share_channels = check_bool(share_channels, "share_channels", self.method_name)
         self.scale_by_keep = check_bool(scale_by_keep, "scale_by_keep", self.method_name)
         self.algorithm = check_choice(algorithm, "algorithm", self.method_name, ALGORITHMS)
+        self.recompute = check_bool(recompute, "recompute", self.method_name)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.active:
             return x
         return dropblock(x, self.p, self.block_size, training=True, share_channels=self.share_channels,
-                         scale_by_keep=self.scale_by_keep, generator=self.generator, algorithm=self.algorithm)
+                         scale_by_keep=self.scale_by_keep, generator=self.generator, algorithm=self.algorithm,
+                         recompute=self.recompute)

@@ -39,7 +39,7 @@ from dropkit.masks import sample_uniform
 from dropkit.registry import register
 from dropkit.validation import check_choice, check_float_tensor, check_generator, check_ndim, check_probability, check_real
 
-__all__ = ["dct_matrix", "spectral_dropout", "SpectralDropout"]
+__all__ = ["dct_matrix", "hard_threshold", "spectral_dropout", "SpectralDropout"]
 
 _VARIANTS = ("hypercolumn", "channel", "spatial")
 
@@ -73,6 +73,27 @@ def _transform(x: torch.Tensor, mats: list[tuple[int, torch.Tensor]]) -> torch.T
     for dim, d in mats:
         x = _along(x, d, dim)
     return x
+
+
+class _HardThreshold(torch.autograd.Function):
+    """``F.hardshrink`` that keeps a bool mask for backward instead of its float input (a quarter of the bytes)."""
+
+    @staticmethod
+    def forward(ctx, coef: torch.Tensor, tau: float) -> torch.Tensor:  # noqa: ANN001
+        kept = F.hardshrink(coef, tau)
+        # τ > 0 here, so a kept coefficient (|c| > τ) is never 0: kept ≠ 0 is exactly hardshrink's pass-through set.
+        ctx.save_for_backward(kept != 0)
+        return kept
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # noqa: ANN001, ANN205
+        (passed,) = ctx.saved_tensors
+        return torch.where(passed, grad, 0.0), None
+
+
+def hard_threshold(coef: torch.Tensor, tau: float) -> torch.Tensor:
+    """Zero every entry with |c| ≤ ``tau`` (> 0), as ``F.hardshrink``, keeping only a bool mask for backward."""
+    return _HardThreshold.apply(coef, tau)
 
 
 def spectral_dropout(
@@ -125,9 +146,9 @@ def spectral_dropout(
         inverse = [(dim, d.t().contiguous()) for dim, d in reversed(mats)]
     coef = _transform(xc.view(view), mats)
     if p == 1.0:
-        # Deterministic removal of every weak coefficient: hardshrink is the hard threshold in one fused pass
-        # (its backward passes the gradient where |c| > tau only).
-        kept = F.hardshrink(coef, tau)
+        # Deterministic removal of every weak coefficient: hardshrink is the hard threshold in one fused pass;
+        # backward passes the gradient where |c| > tau only, read from a bool mask rather than the coefficients.
+        kept = hard_threshold(coef, tau)
     else:
         with torch.no_grad():
             drop = (coef.abs() <= tau) & (sample_uniform(coef.shape, x, generator) < p)

@@ -8,12 +8,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from pathlib import Path
 from typing import Any
 
 from dropkit.lab.config import DEFAULT_PROBE, LR_SCHEDULES, MODEL_NAMES, OPTIMIZERS, PLACEMENT_GROUPS, VARIANTS
 
-__all__ = ["parse_params", "csv_methods", "parse_placement", "add_training_args", "set_threads", "overrides", "print_metrics",
-           "DEFAULT_WORKERS", "DEFAULT_PROBE"]
+__all__ = ["parse_params", "csv_methods", "parse_placement", "add_training_args", "set_threads", "overrides",
+           "print_metrics", "check_folder", "check_runs", "DEFAULT_WORKERS", "DEFAULT_PROBE"]
 
 # Two 1-thread runs side by side beat one 2-thread run on small CNNs; more workers than cores only contend.
 DEFAULT_WORKERS = max(1, min(2, os.cpu_count() or 1))
@@ -102,6 +103,27 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The RunConfig fields the user set on the command line (applies ``--threads`` on the way)."""
     set_threads(args)
     return {k: getattr(args, k) for k in TRAINING_FIELDS if getattr(args, k, None) is not None}
+
+
+def check_folder(path: str | os.PathLike, flag: str) -> None:
+    """Refuse, before any run, an output folder that cannot be created (a file in its way, or no permission)."""
+    target = Path(path)
+    for existing in (target, *target.parents):
+        if existing.exists():
+            if not existing.is_dir():
+                raise ValueError(f"{flag} {str(path)!r}: {str(existing)!r} is a file, not a folder; give a folder path")
+            if not os.access(existing, os.W_OK | os.X_OK):
+                raise ValueError(f"{flag} {str(path)!r}: cannot write in {str(existing)!r}")
+            return
+
+
+def check_runs(configs: list[Any]) -> None:
+    """Check every config against its data (parameters, data, validation split) before the store is opened, so
+    that bad input creates no database and no ``failed`` row."""
+    from dropkit.lab.train import check_run
+
+    for config in configs:
+        check_run(config)
 
 
 def print_metrics(result: dict[str, Any]) -> None:

@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from dropkit.lab.cli.args import add_training_args, csv_methods, overrides
+from dropkit.lab.cli.args import add_training_args, check_folder, check_runs, csv_methods, overrides
 from dropkit.lab.config import PROBE_FRACTIONS
 
 __all__ = ["add_commands"]
@@ -25,8 +25,11 @@ def _cmd_probe_coadaptation(args: argparse.Namespace) -> int:
     values = overrides(args)
     configs = [RunConfig.from_dict({**values, "method": m, "seed": s, "probe": probe})
                for s in range(args.seeds) for m in method_names(csv_methods(args.methods))]
+    if args.out:
+        check_folder(args.out, "--out")
+    check_runs(configs)
     with Store(args.db) as store:
-        counts = execute(configs, store, kind="probe", tag="probe", progress=not args.quiet)
+        counts = execute(configs, store, kind="probe", tag="probe", progress=not args.quiet, check=False)
         print(f"probe: {counts['done']} done, {counts['failed']} failed, {counts['skipped']} already in {args.db}")
         if args.out:
             rep = write_report(store, args.out, title="dropkit co-adaptation probe")

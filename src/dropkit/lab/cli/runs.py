@@ -7,8 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-from dropkit.lab.cli.args import (DEFAULT_PROBE, DEFAULT_WORKERS, add_training_args, csv_methods, overrides,
-                                  parse_params, parse_placement, print_metrics)
+from dropkit.lab.cli.args import (DEFAULT_PROBE, DEFAULT_WORKERS, add_training_args, check_folder, check_runs,
+                                  csv_methods, overrides, parse_params, parse_placement, print_metrics)
 
 __all__ = ["add_commands"]
 
@@ -25,16 +25,21 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.probe:
         values["probe"] = dict(DEFAULT_PROBE)
     config = RunConfig.from_dict(values)
+    check_runs([config])
     with Store(args.db) as store:
         if store.status(config.config_hash()) == "done":
             print(f"already in {args.db} (config {config.config_hash()}); nothing to do", file=sys.stderr)
         else:
             try:
-                execute([config], store, progress=not args.quiet, stop_on_failure=True)
+                execute([config], store, progress=not args.quiet, stop_on_failure=True, check=False)
             except RunFailed as err:
                 print(f"dropkit run: failed (stored as failed in {args.db}): {err}", file=sys.stderr)
                 return 1
         rec = next(r for r in store.runs(curves=False) if r["config_hash"] == config.config_hash())
+    if rec["status"] == "running":
+        print(f"run {config.config_hash()} is being run by process {rec['owner']} on the same store; nothing to do",
+              file=sys.stderr)
+        return 0
     print(f"run {config.config_hash()} · {rec['status']} · {rec['wall_s'] or 0:.1f}s · stored in {args.db}")
     print_metrics(rec)
     return 0
@@ -51,9 +56,12 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
             print(c.config_hash(), json.dumps(c.to_dict(), sort_keys=True))
         print(f"{len(configs)} runs", file=sys.stderr)
         return 0
+    if args.report:
+        check_folder(args.report, "--report")
+    check_runs(configs)
     with Store(args.db) as store:
         counts = execute(configs, store, backend=args.backend, tag=tag, ray_address=args.address,
-                         progress=not args.quiet, workers=args.workers)
+                         progress=not args.quiet, workers=args.workers, check=False)
         print(f"sweep: {counts['done']} done, {counts['failed']} failed, {counts['skipped']} already in {args.db}")
         if args.report:
             rep = write_report(store, args.report)
@@ -64,6 +72,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from dropkit.lab.report import summary_table, write_report
 
+    check_folder(args.out, "--out")
     rep = write_report(args.db, args.out, title=args.title)
     for comp in rep["comparisons"]:
         print(summary_table(comp), end="\n\n")
@@ -77,6 +86,7 @@ def _cmd_lab(args: argparse.Namespace) -> int:
     tail = f"{args.suite}{'-quick' if args.quick else ''}"
     db = args.db or str(Path("lab-results") / f"{tail}.db")
     out = args.out or str(Path("lab-results") / tail)
+    check_folder(out, "--out")
     configs = lab_configs(args.suite, quick=args.quick, methods=csv_methods(args.methods), seeds=args.seeds,
                           overrides=overrides(args), probe=not args.no_probe)
     n_arms = len({(c.model, c.variant, c.method) for c in configs})
