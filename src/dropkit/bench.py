@@ -6,6 +6,18 @@ map, then ``max_pool2d``) — with the timings interleaved round by round, so sl
 rows alike. Each timing is the median over rounds. Run it with nothing else on the machine: on 2 cores a second
 heavy process makes every number meaningless.
 
+Two more yardsticks sit beside the convolution, because its speed moves between CPUs while memory traffic does
+not: the *mask-apply floor* of each granularity — ``x * m`` forward + backward with a precomputed mask of the
+method's shape (full size for element/block methods, (N, 1, H, W) for region methods, (N, C, 1, 1) per channel,
+(N, 1, 1, 1) per sample) — the cost no method of that granularity can avoid; and, where a method must do
+more than apply a mask, the floor of that extra work (a bare histogram of every activation for Heuristic
+Dropout, the DCT and inverse DCT for spectral dropout), printed as the measured reason a target is out of reach.
+
+Each method's gain over its reference (the textbook DropBlock, the official Heuristic Dropout scoring) is a row
+of its own that is marked missed when it falls below the gain it must keep. The column "saved B/B" is the memory
+autograd keeps for backward per byte of activation (exact: saved-tensor hooks), and the step-memory group gives
+the saved memory of a whole training forward of the lab's ResNet with each method, relative to the plain network.
+
 Targets (each method's ceiling, ``TARGETS`` below) are checked and printed; a missed target is reported, not hidden.
 """
 

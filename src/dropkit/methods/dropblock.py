@@ -126,7 +126,7 @@ class DropBlock(DropkitModule):
         share_channels, scale_by_keep, generator, algorithm, recompute: as in :func:`dropblock`.
     """
 
-    repr_fields = ("block_size", "share_channels", "scale_by_keep")
+    repr_fields = ("block_size", "share_channels", "scale_by_keep", "recompute")
 
     def __init__(self, p: float = 0.1, block_size: int | tuple[int, ...] = 7, share_channels: bool = False,
                  scale_by_keep: bool = True, generator: torch.Generator | None = None, algorithm: str = "auto",

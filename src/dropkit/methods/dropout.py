@@ -82,7 +82,10 @@ class Dropout(DropkitModule):
     (default False: a bool mask, one byte per element, is kept for backward), backend (default ``"torch"``;
     ``"triton"`` is opt-in and not yet measured)."""
 
-    def __init__(self, p: float = 0.5, generator: torch.Generator | None = None) -> None:
+    repr_fields = ("recompute", "backend")
+
+    def __init__(self, p: float = 0.5, generator: torch.Generator | None = None, recompute: bool = False,
+                 backend: str = "torch") -> None:
         super().__init__(p, generator=generator)
         self.recompute = check_bool(recompute, "recompute", self.method_name)
         self.backend = check_choice(backend, "backend", self.method_name, BACKENDS)
