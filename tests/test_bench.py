@@ -1,4 +1,5 @@
-"""The benchmark's floors, reference gains and memory columns (tiny shapes: the harness, not the speed)."""
+"""``dropkit bench``: every row measured, targets checked; the floors, reference gains and memory columns (tiny
+shapes: the harness, not the speed)."""
 
 from __future__ import annotations
 
@@ -34,3 +35,13 @@ def test_step_memory_meets_the_targets():
     assert rows["dropblock+recompute"]["vs_plain"] <= 1.01
     assert rows["gaussian_dropout"]["vs_plain"] <= 1.01  # recomputes by default
     assert rows["gaussian_dropout+stored"]["vs_plain"] > rows["gaussian_dropout"]["vs_plain"]  # float noise kept
+
+
+def test_benchmark_harness_measures_and_checks_targets():
+    buf = io.StringIO()
+    rows = run_benchmark(shapes=((4, 8, 8, 8),), pattern="spatial_dropout", rounds=3, warmup=1, out=buf)
+    by_name = {r["name"]: r for r in rows}
+    assert {"nn.Dropout2d", "nn.Dropout", "conv3x3", "textbook_dropblock", "spatial_dropout"} <= set(by_name)
+    assert all(r["median_ms"] > 0 for r in rows if not r["name"].startswith("gain:"))
+    assert by_name["spatial_dropout"]["met"] in ("yes", "NO")
+    assert "spatial_dropout" in buf.getvalue()

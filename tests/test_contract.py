@@ -1,10 +1,10 @@
-"""The API contract of design.md §3, checked on every registered method (whoever wrote it)."""
+"""The API contract every method keeps (docs/contributing.md), checked on every registered method (whoever wrote it)."""
 
 import pytest
 import torch
 
 import dropkit
-from props import assert_compiles_fullgraph, assert_eval_identity, assert_keeps_dtype_and_format
+from helpers.props import assert_compiles_fullgraph, assert_eval_identity, assert_keeps_dtype_and_format
 
 ACTIVATION = [c.name for c in dropkit.methods(kind="activation")]
 CANONICAL = {
@@ -22,6 +22,12 @@ def test_every_canonical_name_is_registered_in_its_family():
     for family, names in CANONICAL.items():
         registered = {c.name for c in dropkit.methods(family=family)}
         assert set(names) <= registered, f"{family}: missing {set(names) - registered}"
+
+
+@pytest.mark.parametrize("card", dropkit.methods(), ids=lambda c: c.name)
+def test_every_method_class_carries_its_registered_name(card):
+    # The name in error messages is the one users type: register sets it on the class.
+    assert card.factory.method_name == card.name
 
 
 @pytest.mark.parametrize("name", ACTIVATION)

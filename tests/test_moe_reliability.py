@@ -1,4 +1,4 @@
-"""Gating Dropout on two gloo ranks under load and under misuse (tests/dist_moe_worker.py, suite ``reliability``).
+"""Gating Dropout on two gloo ranks under load and under misuse (tests/helpers/dist_moe_worker.py, suite ``reliability``).
 
 One pair of worker processes runs every scenario in turn; a hang anywhere (the failure these tests guard against)
 ends in the subprocess timeout, and the workers' own 60 s collective timeout makes a stuck collective an error.
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from props import binomial_tolerance
+from helpers.props import binomial_tolerance
 
 WORLD = 2
 STEPS = 1000
@@ -29,7 +29,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory):
     out = tmp_path_factory.mktemp("moe_reliability")
-    worker = Path(__file__).with_name("dist_moe_worker.py")
+    worker = Path(__file__).resolve().parent / "helpers" / "dist_moe_worker.py"
     port = _free_port()
     procs = [subprocess.Popen([sys.executable, str(worker), str(r), str(WORLD), str(port), str(out), "reliability"],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

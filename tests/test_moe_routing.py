@@ -16,7 +16,7 @@ import dropkit
 from dropkit import moe as moe_module
 from dropkit.methods.gating_dropout import GatingDropoutMoE, begin_gating_dropout_step
 from dropkit.moe import top1_gating, top2_gating
-from props import seeded
+from helpers.props import seeded
 
 S, E = 1024, 8
 

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 import dropkit
 from dropkit.methods.spectral_dropout import hard_threshold
 from dropkit.saved_memory import saved_bytes, saved_bytes_per_input_byte, training_step_saved_bytes
-from props import assert_compiles_fullgraph
+from helpers.props import assert_compiles_fullgraph
 
 ACTIVATION_METHODS = [c.name for c in dropkit.methods(kind="activation")]
 RECOMPUTABLE = ("dropout", "gaussian_dropout", "dropblock")

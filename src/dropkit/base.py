@@ -26,6 +26,7 @@ class DropkitModule(nn.Module):
         generator: optional ``torch.Generator`` used for every random draw, for reproducible masks.
     """
 
+    #: the name in error messages: ``register`` sets the registered name on each method class; "dropkit" otherwise
     method_name: ClassVar[str] = "dropkit"
     #: parameters shown by ``extra_repr`` besides ``p``
     repr_fields: ClassVar[tuple[str, ...]] = ()

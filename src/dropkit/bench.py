@@ -18,7 +18,7 @@ of its own that is marked missed when it falls below the gain it must keep. The 
 autograd keeps for backward per byte of activation (exact: saved-tensor hooks), and the step-memory group gives
 the saved memory of a whole training forward of the lab's ResNet with each method, relative to the plain network.
 
-Targets are checked and printed; a missed target is reported, not hidden.
+Targets (each method's ceiling, ``TARGETS`` below) are checked and printed; a missed target is reported, not hidden.
 """
 
 from __future__ import annotations

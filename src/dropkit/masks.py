@@ -1,6 +1,6 @@
 """Mask primitives shared by every dropkit method: sample, expand, select, apply.
 
-Conventions (see ``shared/design.md`` §3):
+Conventions:
 
 * A *keep mask* holds 1 where a unit survives and 0 where it is dropped, in the input's dtype, with a shape that
   broadcasts against the input (``(N, C, 1, 1)`` for channels, ``(N, 1, 1, 1)`` for samples, ...). Small

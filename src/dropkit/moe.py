@@ -1,6 +1,6 @@
 """Mixture-of-Experts machinery: router (top-1 / top-2), capacity, load-balancing loss, expert-parallel dispatch.
 
-The mechanics follow the mainstream implementations (``shared/specs/neuron_structural_experts.md`` §5f):
+The mechanics follow the mainstream implementations (``docs/methods/gating_dropout.md``):
 
 * **Router** (GShard / Switch; DeepSpeed ``sharded_moe.py``, fairseq ``top2gate.py``, Tutel ``fp32_gate``):
   ``logits = x W_g`` with no bias, computed in float32 whatever the model dtype (float64 stays float64), optional multiplicative

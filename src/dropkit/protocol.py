@@ -185,7 +185,7 @@ def feed_validation(
         model: a model holding at least one layer with ``needs_validation`` (else ``ValueError``).
         x_val: the validation input, passed to ``model(x_val)`` as is.
         y_val: integer labels of the validation batch, shape ``(N_val,)``.
-        mode: ``"eval"`` (default; the spec's reading, NS-Dropout spec §1a step 8): the whole model runs in eval
+        mode: ``"eval"`` (default; NS-Dropout's reading, ``docs/methods/ns_dropout.md``): the whole model runs in eval
             mode, so BatchNorm normalises with its running statistics and random layers are off.
             ``"train"``: modules keep their flags, so BatchNorm normalises with the validation batch's own
             statistics as the training batch does; running statistics are snapshotted and restored, and random

@@ -1,7 +1,7 @@
 """Method registry: one card per method, ``register`` to add one, ``create`` and ``methods`` to use them.
 
-A card carries the method's place in the regularization taxonomy of the study note (Kukačka, Golkov & Cremers,
-"Regularization for Deep Learning: A Taxonomy", 2017), its paper and its defaults. The defaults are read from the
+A card carries the method's place in the regularization taxonomy of Kukačka, Golkov & Cremers ("Regularization for
+Deep Learning: A Taxonomy", 2017), its paper and its defaults. The defaults are read from the
 factory's signature, so the code and the card cannot disagree.
 
     >>> import dropkit
@@ -27,7 +27,7 @@ __all__ = ["MethodCard", "TAXONOMY_AXES", "FAMILIES", "KINDS", "register", "crea
 FAMILIES = ("random", "guided", "aware", "structural", "experts", "related")
 KINDS = ("activation", "stateful", "wrapper", "block")
 
-# The taxonomy axes and the values each may take (study note §1, after Kukačka et al.).
+# The taxonomy axes and the values each may take (after Kukačka et al.).
 TAXONOMY_AXES: Mapping[str, tuple[str, ...]] = MappingProxyType(
     {
         "element": ("data", "architecture", "error term", "regularization term", "optimization"),
@@ -41,7 +41,7 @@ TAXONOMY_AXES: Mapping[str, tuple[str, ...]] = MappingProxyType(
 )
 _TIME_SUFFIX = "+time"
 
-# Listing order within a family: the design's table, then the related methods as the study note cites them.
+# Listing order within a family: random, guided, aware, structural and expert methods, then the related ones.
 CANONICAL_ORDER = (
     "dropout", "gaussian_dropout", "spatial_dropout", "dropblock", "drop_path", "dropconnect",
     "weighted_channel_dropout", "focused_dropout", "corrdrop_spatial", "corrdrop_channel", "channel_dropblock",
@@ -135,6 +135,17 @@ def _signature_defaults(factory: Callable[..., Any]) -> tuple[dict[str, Any], tu
     return defaults, tuple(required)
 
 
+def _set_method_name(factory: Callable[..., Any], name: str) -> None:
+    """Give a class factory its registered name as ``method_name``; refuse a different name set by hand."""
+    if not isinstance(factory, type):
+        return
+    own = factory.__dict__.get("method_name")
+    if own is not None and own != name:
+        raise ValueError(f"register({name!r}): {factory.__qualname__}.method_name is {own!r}; register sets it "
+                         f"from the registered name, so leave it out of the class")
+    factory.method_name = name
+
+
 def register(
     name: str,
     *,
@@ -145,7 +156,11 @@ def register(
     summary: str = "",
     schedule: Mapping[str, Any] | None = None,
 ) -> Callable[[Callable[..., torch.nn.Module]], Callable[..., torch.nn.Module]]:
-    """Class/function decorator that registers a method factory under ``name`` with its card."""
+    """Decorator that registers a method factory (a class, usually) under ``name`` with its card.
+
+    A class factory also gets ``method_name = name`` (the name its error messages use), so a method file names
+    its method once: in ``register``. A class that sets a different ``method_name`` of its own is refused.
+    """
     if family not in FAMILIES:
         raise ValueError(f"register({name!r}): family must be one of {FAMILIES}, got {family!r}")
     if kind not in KINDS:
@@ -155,6 +170,7 @@ def register(
     def decorator(factory: Callable[..., torch.nn.Module]) -> Callable[..., torch.nn.Module]:
         if name in _REGISTRY and _REGISTRY[name].factory is not factory:
             raise ValueError(f"register: a method named {name!r} is already registered")
+        _set_method_name(factory, name)
         defaults, required = _signature_defaults(factory)
         _REGISTRY[name] = MethodCard(
             name=name, family=family, kind=kind, paper=paper, taxonomy=MappingProxyType(checked),

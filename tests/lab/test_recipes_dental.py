@@ -9,7 +9,7 @@ from torch import nn
 from dropkit.lab.config import RunConfig
 from dropkit.lab.recipes.dental import EdgeMLP, Edges, canny, edge_mlp, edges, erode, gaussian_blur
 from dropkit.methods.dropout import Dropout
-from props import binomial_tolerance
+from helpers.props import binomial_tolerance
 
 
 def _square(n: int = 24, lo: int = 6, hi: int = 18) -> torch.Tensor:

@@ -28,7 +28,7 @@ __all__ = ["PAPER_PLACEMENT", "preferred_group", "placement_group", "resolve_poi
 
 #: method name → group, where the paper says where the method goes (see the module docstring)
 PAPER_PLACEMENT: Mapping[str, str] = {
-    "ns_dropout": "fc",           # "after each hidden FC layer" (specs/neuron_structural_experts.md)
+    "ns_dropout": "fc",           # "after each hidden FC layer" (docs/methods/ns_dropout.md)
     "clustering_dropout": "fc",   # "embedded in the FC layer of ResNet18"
     "drop_path": "branch",        # residual branches (Huang et al. 2016; timm)
     "crossmap_dropout": "conv",   # one mask shared across feature maps: conv features by definition

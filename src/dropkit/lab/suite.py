@@ -1,7 +1,7 @@
 """``dropkit lab``: the default comparison — every registered activation method against the no-dropout baseline,
 several seeds, into a store, then the report.
 
-The classification suite starts from the pilot's configuration B (``shared/lab-pilot.md``), where regularizers
+The classification suite starts from the pilot study's configuration B, where regularizers
 measurably helped on 2 CPU cores: Fashion-MNIST with a fixed stratified 1 000-image training subset and a 5 000-image
 test subset, no augmentation, the BatchNorm-free small CNN, SGD (Nesterov momentum 0.9, lr 0.02, cosine decay per
 step, batch 64, no weight decay), methods at the papers' placements — structured methods at the last two conv stages

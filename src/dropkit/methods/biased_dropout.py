@@ -1,26 +1,26 @@
 """Biased dropout and crossmap dropout (Poernomo & Kang, Neural Networks 104, 2018).
 
-Spec: ``shared/specs/neuron_structural_experts.md`` §7.1. The note and the paper's abstract confirm two facts
+Page: ``docs/methods/biased_dropout.md``. The paper's abstract confirms two facts
 only: biased dropout splits a layer's hidden units into **two equal groups by response** and gives each group its
 own rate (lower for the strong group), and crossmap dropout **shares one mask across feature maps**, so the units
 at one spatial coordinate of every map are dropped or kept together. The rates and the magnitude criterion are
-unknown [U] and are design decisions here:
+not stated there and are design decisions here:
 
 * ``p`` is the **mean** drop rate of the two groups and ``bias`` splits it: the strong group drops with
   ``p·(1 − bias)``, the weak group with ``p·(1 + bias)`` (the weak rate is capped at 1, the strong rate then
-  takes the rest, so the mean stays ``p``). Defaults ``p = 0.5, bias = 0.4`` give 0.3 / 0.7 [I]. Keeping ``p``
+  takes the rest, so the mean stays ``p``). Defaults ``p = 0.5, bias = 0.4`` give 0.3 / 0.7 (a library choice). Keeping ``p``
   the mean lets a drop-rate schedule ramp one knob, and ``bias = 0`` is plain dropout of the chosen unit.
 * Each group is rescaled by its own keep rate (inverted dropout), so ``E[out] = x`` for every unit.
 * Response = the unit's activation value (``criterion="value"``; post-ReLU this is the magnitude); the option
-  ``criterion="abs"`` ranks by |activation| for signed features [I].
+  ``criterion="abs"`` ranks by |activation| for signed features (a library choice).
 * Unit (``unit``): ``"channel"`` (default) ranks the entries along dim 1 of each sample: the features of an
   (N, F) layer, and whole feature maps of an (N, C, H, W) layer by their mean response. ``"element"`` ranks every
   neuron of a sample (C·H·W of them), the literal per-neuron reading for conv layers; it needs an exact
-  per-sample median and one random draw per element, about 20× the channel form on CPU, so it is an option [I].
+  per-sample median and one random draw per element, about 20× the channel form on CPU, so it is an option (a library choice).
   Ties at the median are split by ``torch.topk``'s order, so the groups are always ⌊n/2⌋ strong and ⌈n/2⌉ weak.
 
 Crossmap dropout draws one Bernoulli(1 − p) per (sample, spatial position), a mask of shape (N, 1, *spatial)
-broadcast over C (SpatialDropout's mask is (N, C, 1, 1)), scaled by 1/(1 − p). Its default rate is unknown [U];
+broadcast over C (SpatialDropout's mask is (N, C, 1, 1)), scaled by 1/(1 − p). Its default rate is not stated;
 0.5 (the classic hidden-unit rate) is used.
 """
 
@@ -41,6 +41,9 @@ from dropkit.validation import (
 )
 
 __all__ = ["biased_dropout", "biased_group_rates", "BiasedDropout", "crossmap_dropout", "CrossmapDropout"]
+
+_BIASED = "biased_dropout"
+_CROSSMAP = "crossmap_dropout"
 
 _PAPER = ("Poernomo & Kang, \"Biased Dropout and Crossmap Dropout: Learning towards effective Dropout "
           "regularization in convolutional neural network\", Neural Networks 104 (2018), doi:10.1016/j.neunet.2018.03.016")
@@ -88,7 +91,7 @@ def biased_dropout(
     Returns:
         A tensor like ``x``; every unit is either 0 or x / (1 − rate of its group), so E[out] = x.
     """
-    method = "biased_dropout"
+    method = _BIASED
     check_float_tensor(x, method)
     check_ndim(x, method, (2, 3, 4, 5), "(N, F) or (N, C, *spatial)")
     p = check_probability(p, "p", method)
@@ -116,7 +119,7 @@ def biased_dropout(
 
 
 @register(
-    "biased_dropout",
+    _BIASED,
     family="related",
     kind="activation",
     paper=_PAPER,
@@ -129,14 +132,13 @@ class BiasedDropout(DropkitModule):
     """Module form of :func:`biased_dropout`.
 
     Args:
-        p: mean drop rate of the two groups (default 0.5 [U]).
-        bias: rate split, strong p·(1 − bias) and weak p·(1 + bias) (default 0.4 → 0.3 / 0.7 [U]).
+        p: mean drop rate of the two groups (default 0.5; the paper's is not stated).
+        bias: rate split, strong p·(1 − bias) and weak p·(1 + bias) (default 0.4 → 0.3 / 0.7; the paper's are not stated).
         unit: ``"channel"`` (default) or ``"element"``.
         criterion: ``"value"`` (default) or ``"abs"``.
         generator: optional ``torch.Generator``.
     """
 
-    method_name = "biased_dropout"
     repr_fields = ("bias", "unit", "criterion")
 
     def __init__(
@@ -170,7 +172,7 @@ def crossmap_dropout(
         training: when False, ``x`` is returned unchanged.
         generator: optional generator for the mask.
     """
-    method = "crossmap_dropout"
+    method = _CROSSMAP
     check_float_tensor(x, method)
     check_ndim(x, method, (3, 4, 5), "(N, C, L), (N, C, H, W) or (N, C, D, H, W)")
     p = check_probability(p, "p", method)
@@ -182,7 +184,7 @@ def crossmap_dropout(
 
 
 @register(
-    "crossmap_dropout",
+    _CROSSMAP,
     family="related",
     kind="activation",
     paper=_PAPER,
@@ -192,9 +194,7 @@ def crossmap_dropout(
               "unit": "element", "phase": "train", "generality": "generic"},
 )
 class CrossmapDropout(DropkitModule):
-    """Module form of :func:`crossmap_dropout`. Args: p (default 0.5 [U]), generator."""
-
-    method_name = "crossmap_dropout"
+    """Module form of :func:`crossmap_dropout`. Args: p (default 0.5; the paper's is not stated), generator."""
 
     def __init__(self, p: float = 0.5, generator: torch.Generator | None = None) -> None:
         super().__init__(p, generator=generator)

@@ -221,7 +221,6 @@ class ChannelDropBlock(DropkitModule):
         generator: optional ``torch.Generator``.
     """
 
-    method_name = _NAME
     repr_fields = ("metric", "ties")
     p_allows_one = False  # γ = 1 would divide by zero in the 1/(1 − γ) normalisation
 

@@ -4,8 +4,8 @@ Classification", ACPR 2019, LNCS 12046, pp. 46–58 (Springer 2020), DOI 10.1007
 The paper clusters "network characteristics of features, weights, or their derivatives" of the FC layer, so that
 similar elements share one dropout probability, and updates the probabilities during training from "the
 clustering group of the average characteristic response": strong responses get low drop rates. No code and no
-formula are public; this file implements the spec's reconstruction (``shared/specs/neuron_structural_experts.md``
-§3, every step [I]):
+formula are public; this file implements a reconstruction, every step a reading of ours
+(``docs/methods/clustering_dropout.md``):
 
 1. characteristic response per feature unit j (the FC layer's input features; channels for conv inputs):
    ``"feature"``: E|f_j| over the training batches since the last update; ``"feature_grad"``: E|∂L/∂y_j|, the
@@ -17,12 +17,12 @@ formula are public; this file implements the spec's reconstruction (``shared/spe
 3. group drop probabilities decreasing in the group-mean response r̄_g: ``p_g = clip(s · w_g, p_min, p_max)``
    with ``w_g = (r̄ / r̄_g)^γ`` (``rule="inverse"``, default) or ``w_g = G − rank_g`` (``rule="rank"``), the scalar
    s found by bisection so that the size-weighted mean of p_g equals the base rate ``p`` (exact whenever
-   p_min ≤ p ≤ p_max; the spec's "clip, then renormalise", done so that it also holds when clipping binds).
+   p_min ≤ p ≤ p_max; "clip, then renormalise", done so that it also holds when clipping binds).
 4. training forward: per-sample, per-element Bernoulli masks with the unit's keep probability 1 − p_g(j) and
    inverted scaling 1/(1 − p_g(j)) per element, so E[out] = x; eval is the identity.
 
 Before the first update every unit has probability ``p``: the layer is standard inverted dropout, as it also is
-with ``groups=1``. Not implemented: the spec's DropConnect-style masks over the *elements* of W for the weight
+with ``groups=1``. Not implemented: DropConnect-style masks over the *elements* of W for the weight
 modes; here the weight statistics rate the feature units that the weights read.
 """
 
@@ -174,7 +174,7 @@ class ClusteringDropout(ProtocolLayer, DropkitModule):
         p: base drop rate, the size-weighted mean of the group rates (default 0.5).
         characteristic: ``"feature"`` (default), ``"weight"``, ``"feature_grad"`` or ``"weight_grad"``.
         groups: number of k-means groups G (default 3).
-        update_every: re-cluster every T optimizer steps (default 100; the spec's "once per epoch" is
+        update_every: re-cluster every T optimizer steps (default 100; a "once per epoch" reading is
             ``update_every=len(train_loader)``).
         rule: ``"inverse"`` (w_g = (r̄/r̄_g)^γ, default) or ``"rank"`` (w_g = G − rank).
         gamma: exponent of the inverse rule (default 1).
@@ -191,7 +191,6 @@ class ClusteringDropout(ProtocolLayer, DropkitModule):
     and ``num_updates``.
     """
 
-    method_name = _METHOD
     repr_fields = ("characteristic", "groups", "update_every")
     needs_steps = True
 

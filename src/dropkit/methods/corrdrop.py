@@ -22,7 +22,7 @@ fraction of the units stays p.
 * ``corrdrop_channel`` (CCD, eqs. 13–14): units are the C channels with their H·W maps as features; whole channels
   are dropped with rate p.
 
-Reading implemented (``shared/specs/resolutions.md`` A2, spec §5):
+Reading implemented (``docs/methods/corrdrop_spatial.md``, ``docs/methods/corrdrop_channel.md``):
 
 * Eq. 4's softmax mapping is the default (``mapping="softmax"``). Because Σ softmax = 1, on average only one unit
   per sample is shielded, so the correlation changes each unit's drop probability by a factor 1 − O(1/U): the
@@ -36,8 +36,7 @@ Reading implemented (``shared/specs/resolutions.md`` A2, spec §5):
   expected dropped fraction is exactly p (before clipping). Non-finite scores (NaN/Inf inputs) count as 0.
 * With one unit (C = 1 for CCD, a 1×1 map for SCD) eq. 4 shields it always and nothing would ever drop: the
   softmax mapping refuses such inputs with a ValueError instead of silently doing nothing.
-* Renormalisation: the official code multiplies by numel/sum of the whole batch mask (``rescale=True``, default,
-  spec §0); the paper's eq. 12 has none (``rescale=False``).
+* Renormalisation: the official code multiplies by numel/sum of the whole batch mask (``rescale=True``, default); the paper's eq. 12 has none (``rescale=False``).
 * The block grid starts at the top-left corner (the paper does not place it; the official code pads and crops
   roughly centred).
 * The drop rate ramp (official code: 0 → p over the first 200 forward calls, advanced inside ``forward``) is done
@@ -69,6 +68,9 @@ from dropkit.validation import (
 
 __all__ = ["corrdrop_spatial", "corrdrop_channel", "CorrDropSpatial", "CorrDropChannel", "correlation_scores",
            "effective_block_size", "realised_spatial_rate"]
+
+_SPATIAL = "corrdrop_spatial"
+_CHANNEL = "corrdrop_channel"
 
 _PAPER = ("Zeng, Dai, Chen, Xia & Lu, Correlation-based structural dropout for CNNs, Pattern Recognition "
           "120:108117 (2021); ICASSP 2020")
@@ -204,7 +206,7 @@ def corrdrop_spatial(
     Returns:
         ``x * mask`` (times the batch rescale), mask of shape (N, 1, H, W) constant on each k×k tile.
     """
-    method = "corrdrop_spatial"
+    method = _SPATIAL
     p, max_units, generator = _check_common(x, p, mapping, rescale, max_units, generator, method)
     k = check_positive_int(block_size, "block_size", method)
     check_bool(rate_correction, "rate_correction", method)
@@ -254,7 +256,7 @@ def corrdrop_channel(
     Returns:
         ``x * mask`` (times the batch rescale), mask of shape (N, C, 1, 1).
     """
-    method = "corrdrop_channel"
+    method = _CHANNEL
     p, max_units, generator = _check_common(x, p, mapping, rescale, max_units, generator, method)
     if not training or p == 0.0:
         return x
@@ -278,7 +280,7 @@ class _CorrDropBase(DropkitModule):
 
 
 @register(
-    "corrdrop_spatial",
+    _SPATIAL,
     family="guided",
     kind="activation",
     paper=_PAPER,
@@ -301,7 +303,6 @@ class CorrDropSpatial(_CorrDropBase):
         generator: optional ``torch.Generator``.
     """
 
-    method_name = "corrdrop_spatial"
     repr_fields = ("block_size", "mapping", "rescale", "rate_correction")
 
     def __init__(
@@ -330,7 +331,7 @@ class CorrDropSpatial(_CorrDropBase):
 
 
 @register(
-    "corrdrop_channel",
+    _CHANNEL,
     family="guided",
     kind="activation",
     paper=_PAPER,
@@ -347,7 +348,6 @@ class CorrDropChannel(_CorrDropBase):
         mapping, rescale, max_units, generator: as in :class:`CorrDropSpatial` (max_units bounds C).
     """
 
-    method_name = "corrdrop_channel"
     repr_fields = ("mapping", "rescale")
 
     def __init__(

@@ -1,7 +1,7 @@
 """Cutout (DeVries & Taylor, 2017, arXiv:1708.04552): zero a random square of each input image.
 
-Spec: the issue's item 8 (the note names Cutout beside SpatialDropout and DropBlock as the structural methods that
-drop "a square of regions" of the input/feature space). Per sample, ``count`` squares of side ``size`` are zeroed
+Page: ``docs/methods/cutout.md`` (Cutout sits beside SpatialDropout and DropBlock as a structural method that
+drops "a square of regions" of the input/feature space). Per sample, ``count`` squares of side ``size`` are zeroed
 in every channel; each square's centre is drawn uniformly over the whole image, so a square near the border is
 clipped by it (the paper found letting the patch fall partly outside the image important, and it is what the
 official code does). No rescaling; eval is the identity. The paper's settings: one 16×16 square on CIFAR-10
@@ -26,6 +26,8 @@ from dropkit.registry import register
 from dropkit.validation import check_float_tensor, check_generator, check_ndim, check_positive_int, check_probability
 
 __all__ = ["cutout", "cutout_mask", "Cutout"]
+
+_NAME = "cutout"
 
 
 @torch.no_grad()
@@ -69,7 +71,7 @@ def cutout(
         training: when False, ``x`` is returned unchanged.
         generator: optional generator for the centres.
     """
-    method = "cutout"
+    method = _NAME
     check_float_tensor(x, method)
     check_ndim(x, method, (4,), "(N, C, H, W)")
     p = check_probability(p, "p", method)
@@ -82,7 +84,7 @@ def cutout(
 
 
 @register(
-    "cutout",
+    _NAME,
     family="related",
     kind="activation",
     paper="DeVries & Taylor, \"Improved Regularization of Convolutional Neural Networks with Cutout\", 2017, "
@@ -102,7 +104,6 @@ class Cutout(DropkitModule):
         generator: optional ``torch.Generator``.
     """
 
-    method_name = "cutout"
     repr_fields = ("size", "count")
 
     def __init__(self, p: float = 1.0, size: int = 16, count: int = 1, generator: torch.Generator | None = None) -> None:

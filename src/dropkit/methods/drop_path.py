@@ -18,6 +18,8 @@ from dropkit.validation import check_bool, check_choice, check_float_tensor, che
 
 __all__ = ["drop_path", "DropPath"]
 
+_NAME = "drop_path"
+
 MODES = ("row", "batch")
 
 
@@ -38,12 +40,12 @@ def drop_path(
         mode: ``"row"`` or ``"batch"``.
         scale_by_keep: scale kept branches by 1/(1 − p).
     """
-    check_float_tensor(x, "drop_path")
-    check_ndim(x, "drop_path", range(1, 9), "(N, ...)")
-    p = check_probability(p, "p", "drop_path")
-    check_choice(mode, "mode", "drop_path", MODES)
-    check_bool(scale_by_keep, "scale_by_keep", "drop_path")
-    generator = check_generator(generator, x, "drop_path")
+    check_float_tensor(x, _NAME)
+    check_ndim(x, _NAME, range(1, 9), "(N, ...)")
+    p = check_probability(p, "p", _NAME)
+    check_choice(mode, "mode", _NAME, MODES)
+    check_bool(scale_by_keep, "scale_by_keep", _NAME)
+    generator = check_generator(generator, x, _NAME)
     if not training or p == 0.0:
         return x
     keep = sample_keep_mask(x, 1.0 - p, keep_mask_shape(x, "sample", per_sample=mode == "row"), generator)
@@ -52,7 +54,7 @@ def drop_path(
 
 
 @register(
-    "drop_path",
+    _NAME,
     family="random",
     kind="activation",
     paper="Huang, Sun, Liu, Sedra & Weinberger, ECCV 2016, arXiv:1603.09382",
@@ -63,7 +65,6 @@ def drop_path(
 class DropPath(DropkitModule):
     """Module form of :func:`drop_path`. Args: p (default 0.1), mode ("row" | "batch"), scale_by_keep, generator."""
 
-    method_name = "drop_path"
     repr_fields = ("mode", "scale_by_keep")
 
     def __init__(self, p: float = 0.1, mode: str = "row", scale_by_keep: bool = True,

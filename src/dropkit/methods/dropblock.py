@@ -126,7 +126,6 @@ class DropBlock(DropkitModule):
         share_channels, scale_by_keep, generator, algorithm, recompute: as in :func:`dropblock`.
     """
 
-    method_name = "dropblock"
     repr_fields = ("block_size", "share_channels", "scale_by_keep", "recompute")
 
     def __init__(self, p: float = 0.1, block_size: int | tuple[int, ...] = 7, share_channels: bool = False,

@@ -55,7 +55,6 @@ class DropConnect(DropkitModule):
         generator: optional ``torch.Generator``.
     """
 
-    method_name = "dropconnect"
     repr_fields = ("per_sample",)
 
     def __init__(self, layer: nn.Module, p: float = 0.5, per_sample: bool = False,

@@ -82,7 +82,6 @@ class Dropout(DropkitModule):
     (default False: a bool mask, one byte per element, is kept for backward), backend (default ``"torch"``;
     ``"triton"`` is opt-in and not yet measured)."""
 
-    method_name = "dropout"
     repr_fields = ("recompute", "backend")
 
     def __init__(self, p: float = 0.5, generator: torch.Generator | None = None, recompute: bool = False,
@@ -146,7 +145,6 @@ class GaussianDropout(DropkitModule):
     """Module form of :func:`gaussian_dropout`. Args: p in [0, 1) (default 0.5), generator, recompute (default
     True: only the generator state is kept for backward)."""
 
-    method_name = "gaussian_dropout"
     p_allows_one = False  # the noise variance p/(1 − p) is infinite at p = 1
     repr_fields = ("recompute",)
 

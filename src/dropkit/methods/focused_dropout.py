@@ -6,7 +6,7 @@ channel*; its peak value P sets a threshold τ = γ·P with γ random; the posit
 exceeds τ form the "focused area", and every channel keeps only that area (one spatial mask shared by all
 channels). Nothing is rescaled. Eval is the identity.
 
-Reading implemented (``shared/specs/spatial_channel.md`` §4):
+Reading implemented (``docs/methods/focused_dropout.md``):
 
 * γ range: the text (eq. 4, §5.1, the experiments) says U(0.3, 0.6) — the default ``gamma_range``; Algorithm 1
   says U(0.6, 0.9) — pass ``gamma_range=(0.6, 0.9)`` for that reading.
@@ -156,7 +156,6 @@ class FocusedDropout(DropkitModule):
         external_participation: True when a participation schedule decides the batches (set by the schedule).
     """
 
-    method_name = _NAME
     repr_fields = ("gamma_range", "gamma_per", "participation")
 
     def __init__(

@@ -1,10 +1,10 @@
 """Gating Dropout (Liu, Kim, Muzio & Hassan Awadalla, ICML 2022, arXiv:2205.14336) in an expert-parallel MoE layer.
 
 In training, with probability p a whole MoE step skips both all-to-alls and every token is served by the experts
-of its own rank; with probability 1 − p the layer routes as usual. Off at inference. Spec:
-``shared/specs/neuron_structural_experts.md`` §5 (the MoE mechanics, §5f, live in :mod:`dropkit.moe`).
+of its own rank; with probability 1 − p the layer routes as usual. Off at inference. Page:
+``docs/methods/gating_dropout.md`` (the MoE mechanics live in :mod:`dropkit.moe`).
 
-Readings implemented (the paper's code is not public; the spec marks these details uncertain):
+Readings implemented (the paper's code is not public, so these details are uncertain):
 
 * ``mode="gated_local"`` (default): the public fairseq ``moe_local_drop`` behaviour. The gate runs as usual
   (capacity, combine weights, aux loss); the (E, C, M) buffer is handed to the *local* experts without exchange,
@@ -12,7 +12,7 @@ Readings implemented (the paper's code is not public; the spec marks these detai
 * ``mode="bypass_gate"``: the paper's literal "tokens ignore the gating network": no gate, no exchange, token s
   goes to local expert s mod L with weight 1 (round-robin); no aux loss on that step.
 * ``expert_drop=True`` (Gate-Expert-Drop): on a dropped step the layer also skips its experts and outputs zeros,
-  so a residual block passes tokens through (y = x + 0) [spec reading; "skip only some local experts" is not
+  so a residual block passes tokens through (y = x + 0) [a reading; "skip only some local experts" is not
   implemented].
 * The decision is drawn once per layer per forward (``granularity="layer"``, fairseq) or once per training step
   for all layers (``granularity="step"``: call :func:`begin_gating_dropout_step` before each step; each layer
@@ -96,7 +96,6 @@ class GatingDropoutMoE(DropkitModule):
     An input with no tokens gives the empty output.
     """
 
-    method_name = _NAME
     repr_fields = ("d_model", "d_ff", "num_experts", "k", "mode", "expert_drop", "world_size")
 
     def __init__(
@@ -321,7 +320,7 @@ def moe_aux_loss(model: nn.Module) -> torch.Tensor:
     """Σ coef·aux over the layers whose gate ran in their last forward, divided by how many did.
 
     Averaging over the routed layers only keeps the aux weight from shrinking by (1 − p) under ``bypass_gate`` or
-    ``expert_drop`` (a library choice, spec §5a.6). 0 when no layer routed.
+    ``expert_drop`` (a library choice). 0 when no layer routed.
     """
     terms = [m.aux_loss_coef * m.aux_loss for m in _layers(model) if m.routed]
     if not terms:

@@ -1,19 +1,19 @@
 """Guided dropout (Keshari, Singh & Vatsa, AAAI 2019, arXiv:1812.03965): drop units by a learned strength.
 
-Spec: ``shared/specs/neuron_structural_experts.md`` §7.2. Every unit j of the layer gets a learnable scalar
+Page: ``docs/methods/guided_dropout.md``. Every unit j of the layer gets a learnable scalar
 **strength** t_j that multiplies its activation and is trained with the weights. After a warm-up during which
 only the strengths (and the network) learn, the units are dropped by strength instead of at random:
 
 * ``selection="top_k"`` (default, the paper's "guided dropout (top-k)"): the k = round(p·U) units with the largest
   |t| are dropped, so that the weaker units must learn;
-* ``selection="bottom_k"``: the k weakest units are dropped (the spec's variant);
+* ``selection="bottom_k"``: the k weakest units are dropped (a variant);
 * ``selection="active_random"`` (the paper's "DR" variant): the strengths are histogrammed in 100 bins of
   |t| / max|t|; the most populated bin is the "inactive region" and is always kept, every other ("active") unit
   is dropped at random with probability p, independently per sample.
 
 What is settled and what is not: the strength parameter, top-k by strength and "strengths stay at test time" are
-from the note and the paper's abstract. The variant mechanics, the warm-up length and the rates are [U] in the
-spec; the choices here follow the public unofficial PyTorch reproduction (``lingjivoo/guided-dropout-pytorch``,
+from the paper's abstract. The variant mechanics, the warm-up length and the rates are not stated
+there; the choices here follow the public unofficial PyTorch reproduction (``lingjivoo/guided-dropout-pytorch``,
 ``models/guided_dropout.py``, ``models/mlp.py``): strength initialised U(0, 1) and used as |t|; the top-k/bottom-k
 masks are deterministic and shared by the whole batch (they depend on t only); no rescaling of the survivors (the
 strengths absorb the scale); drop rate 0.2; the top-k schedule starts dropping at epoch 40. That code's top-k keeps
@@ -47,6 +47,8 @@ from dropkit.validation import (
 )
 
 __all__ = ["guided_dropout", "guided_drop_mask", "GuidedDropout"]
+
+_NAME = "guided_dropout"
 
 _SELECTIONS = ("top_k", "bottom_k", "active_random")
 _INITS = ("uniform", "ones")
@@ -120,7 +122,7 @@ def guided_dropout(
     Returns:
         ``x · t`` (broadcast along ``dim``) with the dropped units zeroed; no rescaling.
     """
-    method = "guided_dropout"
+    method = _NAME
     check_float_tensor(x, method)
     check_float_tensor(strength, method, "strength")
     d = _feature_dim(x, dim, method)
@@ -143,7 +145,7 @@ def guided_dropout(
 
 
 @register(
-    "guided_dropout",
+    _NAME,
     family="related",
     kind="stateful",
     paper="Keshari, Singh & Vatsa, \"Guided Dropout\", AAAI 2019, arXiv:1812.03965",
@@ -153,21 +155,20 @@ def guided_dropout(
               "unit": "channel", "phase": "train", "generality": "generic"},
     schedule={"type": "warmup", "fraction": 0.2,
               "note": "enabled=False for the first 20 % of training (strengths learn), then True: 40 of the "
-                      "unofficial reproduction's 200 epochs; warm-up length [U]"},
+                      "unofficial reproduction's 200 epochs; the paper does not state the warm-up length"},
 )
 class GuidedDropout(LazyModuleMixin, DropkitModule):
     """Module form of :func:`guided_dropout`, holding the strengths ``self.strength`` (U,).
 
     Args:
         num_features: U, the number of units along ``dim``; None creates the strength at the first forward.
-        p: drop fraction (default 0.2, the reproduction's rate [U]).
+        p: drop fraction (default 0.2, the reproduction's rate; the paper's is not stated).
         selection: ``"top_k"`` (default), ``"bottom_k"`` or ``"active_random"``.
         dim: the units' dimension (default 1).
         init: strength initialisation, ``"uniform"`` (U(0, 1), as the reproduction) or ``"ones"``.
         generator: optional ``torch.Generator`` (``"active_random"`` only).
     """
 
-    method_name = "guided_dropout"
     repr_fields = ("selection", "dim", "init")
     cls_to_become = None
 

@@ -9,7 +9,7 @@ entropy e of the histogram of those levels and the variance v of the channel, an
 (``fill="zero"`` gives the zero variant). The others pass unchanged. No rescaling; selection is deterministic
 (Alg. 1 sorts and takes the top p·C — the prose's "drop with higher probability" is informal). Eval is the identity.
 
-Reading implemented (``shared/specs/resolutions.md`` A3, spec §7):
+Reading implemented (``docs/methods/heuristic_dropout.md``):
 
 * k = 2 by default, as in the official code and the paper's most stable setting (Fig. 3: k = 3 has the best mean
   Dice, k = 2 the tightest spread); ``k`` is a parameter.
@@ -239,7 +239,6 @@ class HeuristicDropout(DropkitModule):
         generator: accepted for a uniform interface; unused (the method draws nothing).
     """
 
-    method_name = _NAME
     repr_fields = ("k", "bins", "fill")
 
     def __init__(

@@ -11,11 +11,11 @@ The paper drops "only the left subtree, asymmetrically": at node m, δ_m ~ Berno
 so a dropped node sends all its gating mass to the right child (no 1/(1 − p) factor is needed: the leaf weights
 still sum to 1), and training samples from a nested family of trees that ends in the rightmost leaf.
 
-Computed in the leaf-probability form, vectorised over all 2^D leaves (spec §6a.5): with h_m = (1 − δ_m)·g_m,
+Computed in the leaf-probability form, vectorised over all 2^D leaves: with h_m = (1 − δ_m)·g_m,
 π_ℓ = Π_{ancestors turning left} h_m · Π_{ancestors turning right} (1 − h_m), y = Σ_ℓ π_ℓ ρ_ℓ; one tensor op per
 level, never a loop over samples, nodes or leaves.
 
-Readings (spec ``shared/specs/neuron_structural_experts.md`` §6, marked [I] there): δ is drawn per sample and per
+Readings (ours, not the paper's; ``docs/methods/hme_dropout.md``): δ is drawn per sample and per
 node (``per_sample=True``; ``False`` shares one δ per node across the batch, like the third-party SDTDropout).
 At eval the layer uses the deterministic expectation, δ_m replaced by p (``eval_mode="expectation"``): π_ℓ is
 multilinear in independent δ's, so this is *exact* for the root response; ``eval_mode="mc"`` averages
@@ -144,7 +144,6 @@ class HMEDropout(DropkitModule):
         generator: optional generator for δ.
     """
 
-    method_name = _NAME
     repr_fields = ("in_features", "out_features", "depth", "leaf", "per_sample", "eval_mode")
 
     def __init__(

@@ -1,6 +1,6 @@
 """Maxout (Goodfellow, Warde-Farley, Mirza, Courville & Bengio, ICML 2013, arXiv:1302.4389).
 
-Spec: ``shared/specs/neuron_structural_experts.md`` §7.6. A maxout unit is the maximum of k affine pieces,
+Page: ``docs/methods/maxout.md``. A maxout unit is the maximum of k affine pieces,
 h_i(x) = max_j z_ij with z = xᵀW_{·ij} + b_ij: a Linear(d, m·k) whose outputs are grouped (m, k) and maxed over k;
 the conv form takes the maximum over groups of k channels of a Conv2d(C, m·k). Grouping convention: output unit i
 owns the k consecutive pre-activations i·k … i·k + k − 1. There is no stochasticity: maxout is an activation
@@ -10,7 +10,7 @@ drop probability and is a plain ``nn.Module`` (``kind="block"``: it replaces a L
 The gradient reaches only the winning piece of each unit (``Tensor.max(dim)`` routes it to one index, even on
 ties, whereas ``amax`` would split it). The number of pieces varied in the paper by task (e.g. 5 for the
 permutation-invariant MNIST MLP, 2 for some conv layers); the default is k = 2, the smallest maxout, which
-contains ReLU (one piece fixed at 0) and |x| [I].
+contains ReLU (one piece fixed at 0) and |x| (a library choice).
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from dropkit.registry import register
 from dropkit.validation import check_bool, check_float_tensor, check_int_tuple, check_positive_int
 
 __all__ = ["maxout", "Maxout"]
+
+_NAME = "maxout"
 
 
 def maxout(z: torch.Tensor, pieces: int, dim: int = 1) -> torch.Tensor:
@@ -35,7 +37,7 @@ def maxout(z: torch.Tensor, pieces: int, dim: int = 1) -> torch.Tensor:
     Returns:
         z with m entries along ``dim``.
     """
-    method = "maxout"
+    method = _NAME
     check_float_tensor(z, method)
     pieces = check_positive_int(pieces, "pieces", method)
     if isinstance(dim, bool) or not isinstance(dim, int) or not -z.ndim <= dim < z.ndim:
@@ -49,7 +51,7 @@ def maxout(z: torch.Tensor, pieces: int, dim: int = 1) -> torch.Tensor:
 
 
 @register(
-    "maxout",
+    _NAME,
     family="related",
     kind="block",
     paper="Goodfellow, Warde-Farley, Mirza, Courville & Bengio, \"Maxout Networks\", ICML 2013, arXiv:1302.4389",
@@ -72,8 +74,6 @@ class Maxout(nn.Module):
     Input/output: (N, *, in_features) → (N, *, out_features) for the Linear form;
     (N, in_features, H, W) → (N, out_features, H', W') for the conv form.
     """
-
-    method_name = "maxout"
 
     def __init__(
         self,

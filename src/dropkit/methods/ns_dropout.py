@@ -6,7 +6,7 @@ and drops the ``floor(p·H)`` units whose training values lie farthest from the 
 fraction of units, not a probability; nothing is sampled. The mask is stored in the ``mask`` buffer (saved in
 ``state_dict``) and the last one is kept at test time ("the thinned networks cannot be unthinned").
 
-Implemented reading (``shared/specs/neuron_structural_experts.md`` §1; the exact formula is unverified [I]):
+Implemented reading (``docs/methods/ns_dropout.md``; the exact formula is unverified, a reconstruction):
 
 * score: per-class means over the batch, for the classes present in *both* batches; per-unit discrepancy
   ``d_j = Σ_c w_c |μ^tr_cj − μ^val_cj|`` (``distance="class_mean"``, default, ``w_c = 1``;
@@ -23,7 +23,7 @@ Implemented reading (``shared/specs/neuron_structural_experts.md`` §1; the exac
 The layer gets labels and validation batches through :mod:`dropkit.protocol` (``supervise`` around the training
 forward, ``feed_validation`` before it); each supervised training forward after a ``feed_validation`` recomputes
 the mask once and consumes the validation statistics, so a training forward without a fresh validation batch
-keeps the mask (spec §1e.6). Cost, as the paper states, is about 4× a plain network per step: one extra
+keeps the mask. Cost, as the paper states, is about 4× a plain network per step: one extra
 (no-grad) forward for the validation batch plus the per-class statistics.
 """
 
@@ -161,7 +161,7 @@ class NSDropout(ProtocolLayer, DropkitModule):
         distance: ``"class_mean"`` (default) or ``"sample_to_val_mean"``.
         class_weighting: ``"uniform"`` (default) or ``"frequency"`` (``class_mean`` only).
         squared: square the train–validation differences instead of taking absolute values.
-        rescale: multiply kept units by H/(H−k) (default False, as the spec recommends).
+        rescale: multiply kept units by H/(H−k) (default False: train and test use the same mask).
         num_classes: K; when None it is inferred from the labels at each update (one host sync per update).
         dim: the unit axis (default 1: features of (N, H), channels of (N, C, *spatial)).
         num_features: H, to allocate the mask up front; otherwise it is sized by the first forward.
@@ -174,7 +174,6 @@ class NSDropout(ProtocolLayer, DropkitModule):
     Shapes: input (N, H) or (N, C, *spatial) → same shape, dtype and memory format.
     """
 
-    method_name = _METHOD
     repr_fields = ("distance", "rescale", "dim")
     needs_targets = True
     needs_validation = True
@@ -260,7 +259,7 @@ class NSDropout(ProtocolLayer, DropkitModule):
             return
         y, k = self._labels(y, x.shape[0], "targets")
         if self._val_stats is None:
-            return  # spec §1e.6: no validation batch since the last update → the mask is kept
+            return  # no validation batch since the last update → the mask is kept
         val_sums, val_counts = self._val_stats
         self._val_stats = None
         k = max(k, val_sums.shape[0])

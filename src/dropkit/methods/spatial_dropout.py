@@ -17,6 +17,8 @@ from dropkit.validation import check_choice, check_float_tensor, check_generator
 
 __all__ = ["spatial_dropout", "SpatialDropout"]
 
+_NAME = "spatial_dropout"
+
 _LAYOUTS = {1: "(N, C, L)", 2: "(N, C, H, W)", 3: "(N, C, D, H, W)"}
 
 
@@ -49,9 +51,9 @@ def spatial_dropout(
         spatial_dims: 1, 2 or 3 to insist on a layout; None infers it from ``x.ndim``.
         generator: optional generator for the mask.
     """
-    _check_spatial_input(x, spatial_dims, "spatial_dropout")
-    p = check_probability(p, "p", "spatial_dropout")
-    generator = check_generator(generator, x, "spatial_dropout")
+    _check_spatial_input(x, spatial_dims, _NAME)
+    p = check_probability(p, "p", _NAME)
+    generator = check_generator(generator, x, _NAME)
     if not training or p == 0.0:
         return x
     keep = sample_keep_mask(x, 1.0 - p, keep_mask_shape(x, "channel"), generator)
@@ -59,7 +61,7 @@ def spatial_dropout(
 
 
 @register(
-    "spatial_dropout",
+    _NAME,
     family="random",
     kind="activation",
     paper="Tompson, Goroshin, Jain, LeCun & Bregler, CVPR 2015, arXiv:1411.4280",
@@ -77,7 +79,6 @@ class SpatialDropout(DropkitModule):
         generator: optional ``torch.Generator``.
     """
 
-    method_name = "spatial_dropout"
     repr_fields = ("spatial_dims",)
 
     def __init__(self, p: float = 0.1, spatial_dims: int | None = None, generator: torch.Generator | None = None) -> None:

@@ -1,27 +1,27 @@
 """Spectral dropout (Khan, Hayat & Porikli, Neural Networks 110, 2019, arXiv:1711.08591).
 
-Spec: ``shared/specs/neuron_structural_experts.md`` §7.3. The activations are decorrelated with a fixed
+Page: ``docs/methods/spectral_dropout.md``. The activations are decorrelated with a fixed
 orthonormal DCT-II, the weak spectral coefficients (|c| ≤ τ) are removed, and the inverse DCT maps back. The paper
 casts the transform as fixed conv weights; here it is a pair of (separable) matrix products, vectorised over the
 batch and all positions.
 
-Details the spec leaves open, and the choices made here:
+Details the paper leaves open, and the choices made here:
 
-* **Which coefficients are dropped, and p** [U]: a coefficient with |c| > τ is always kept; a weak coefficient
+* **Which coefficients are dropped, and p** (not stated): a coefficient with |c| > τ is always kept; a weak coefficient
   (|c| ≤ τ) is dropped with probability ``p``. The default ``p = 1`` removes every weak coefficient
-  deterministically (the spec's primary reading, "zero the weak coefficients below τ"); 0 < p < 1 is the
+  deterministically (the primary reading, "zero the weak coefficients below τ"); 0 < p < 1 is the
   optional stochastic dropping of coefficients, read as in the public student reproduction
   (``gibernas/spectral-dropout``, ``utils/utils.py``: a coefficient is zeroed when it is below the threshold *and*
   a Bernoulli draw says drop). No rescaling: the transform is orthonormal, so the removed energy is exactly the
   energy of the dropped coefficients (≤ that of all coefficients with |c| ≤ τ).
-* **The three reshaping variants** of the note (``variant``):
+* **The three reshaping variants** (``variant``):
   ``"hypercolumn"`` (default): at every spatial position the C-vector of the feature map is reshaped to an a×b
   patch (a·b = C, a the largest divisor of C not above √C; 8×8 for C = 64, 8×16 for C = 128) and transformed by
   a 2-D DCT; this is the reproduction's hypercolumn transform, generalised to non-square C, and is what a fixed
   1×1 conv layer computes; ``"channel"``: 1-D DCT of the C-vector at each position; ``"spatial"``: 2-D DCT of each
   H×W map. For (N, F) inputs the hypercolumn and channel variants transform the F features.
-* **τ** [U]: absolute threshold on the coefficients, default 0.1 (features of O(1) scale, e.g. after BatchNorm).
-* **Eval** [U]: the paper's test-time behaviour is not verified; as an activation method, eval is the identity.
+* **τ** (not stated): absolute threshold on the coefficients, default 0.1 (features of O(1) scale, e.g. after BatchNorm).
+* **Eval** (not stated): the paper's test-time behaviour is not verified; as an activation method, eval is the identity.
 
 All separable DCTs are orthonormal (Kronecker products of orthonormal DCT matrices), so τ = 0 gives back the input
 up to rounding.
@@ -183,13 +183,12 @@ class SpectralDropout(DropkitModule):
     """Module form of :func:`spectral_dropout`.
 
     Args:
-        p: drop probability of a weak coefficient (default 1: deterministic removal below τ [U]).
-        tau: threshold (default 0.1 [U]).
+        p: drop probability of a weak coefficient (default 1: deterministic removal below τ; not stated in the paper).
+        tau: threshold (default 0.1; not stated in the paper).
         variant: ``"hypercolumn"`` (default), ``"channel"`` or ``"spatial"``.
         generator: optional ``torch.Generator``.
     """
 
-    method_name = "spectral_dropout"
     repr_fields = ("tau", "variant")
 
     def __init__(

@@ -1,6 +1,6 @@
 """Standout, or adaptive dropout (Ba & Frey, NIPS 2013): a Linear layer whose keep probabilities come from its input.
 
-Spec: ``shared/specs/neuron_structural_experts.md`` §7.4. A binary belief ("standout") network overlays the layer:
+Page: ``docs/methods/standout.md``. A binary belief ("standout") network overlays the layer:
 unit j of a sample is kept with probability π_j = σ(Σ_i ω_ji a_i + b'_j), computed from the *same* input a. With
 the weight tying used in practice, ω = α·W and b' = α·b + β, i.e. π = σ(α·(Wa + b) + β) with two scalars α, β:
 
@@ -8,7 +8,7 @@ the weight tying used in practice, ω = α·W and b' = α·b + β, i.e. π = σ(
                 (the mask is a constant of the backward pass, so W learns through f only);
     inference:  h = π ⊙ f(Wa + b), the expectation of the training output.
 
-Defaults α = 1, β = 0 (the spec's "common choice") and f = ReLU [I]; the paper also uses sigmoid units
+Defaults α = 1, β = 0 (the common choice) and f = ReLU (a library choice); the paper also uses sigmoid units
 (``activation="sigmoid"``).
 
 Why an ``nn.Module`` and not a ``DropkitModule``: Standout has no drop probability to set. Its keep probability is
@@ -29,6 +29,8 @@ from dropkit.registry import register
 from dropkit.validation import check_bool, check_choice, check_float_tensor, check_generator, check_positive_int, check_real
 
 __all__ = ["standout", "Standout"]
+
+_NAME = "standout"
 
 _ACTIVATIONS = {"relu": torch.relu, "sigmoid": torch.sigmoid, "tanh": torch.tanh, "identity": lambda z: z}
 
@@ -57,7 +59,7 @@ def standout(
     Returns:
         (N, *, out_features).
     """
-    method = "standout"
+    method = _NAME
     check_float_tensor(x, method)
     if x.ndim < 1 or x.shape[-1] != weight.shape[-1]:
         raise ValueError(f"{method}: input must end in in_features={weight.shape[-1]}, got shape {tuple(x.shape)}")
@@ -76,7 +78,7 @@ def standout(
 
 
 @register(
-    "standout",
+    _NAME,
     family="related",
     kind="block",
     paper="Ba & Frey, \"Adaptive dropout for training deep neural networks\", NIPS 2013",
@@ -96,8 +98,6 @@ class Standout(nn.Module):
         bias: whether the Linear layer has a bias (default True).
         generator: optional ``torch.Generator`` for the masks.
     """
-
-    method_name = "standout"
 
     def __init__(
         self,

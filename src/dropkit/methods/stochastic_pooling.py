@@ -1,6 +1,6 @@
 """Stochastic pooling (Zeiler & Fergus, ICLR 2013, arXiv:1301.3557): sample one activation per pooling region.
 
-Spec: ``shared/specs/neuron_structural_experts.md`` §7.5. For every region R of non-negative activations
+Page: ``docs/methods/stochastic_pooling.md``. For every region R of non-negative activations
 (per sample and channel), p_i = a_i / Σ_{k∈R} a_k;
 
     training:   one location i ~ Multinomial(p) is drawn and its a_i is the output (a region whose activations
@@ -31,6 +31,8 @@ from dropkit.validation import check_float_tensor, check_generator, check_int_tu
 
 __all__ = ["stochastic_pooling", "StochasticPool2d"]
 
+_NAME = "stochastic_pooling"
+
 
 def _regions(x: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, int]) -> torch.Tensor:
     """(N, C, H, W) → (N, C, H', W', kh·kw) windows."""
@@ -59,7 +61,7 @@ def stochastic_pooling(
     Returns:
         (N, C, H', W') with H' = ⌊(H − kh)/sh⌋ + 1, W' likewise.
     """
-    method = "stochastic_pooling"
+    method = _NAME
     check_float_tensor(x, method)
     check_ndim(x, method, (4,), "(N, C, H, W)")
     kernel = check_int_tuple(kernel_size, "kernel_size", method, 2)
@@ -88,7 +90,7 @@ def stochastic_pooling(
 
 
 @register(
-    "stochastic_pooling",
+    _NAME,
     family="related",
     kind="block",
     paper="Zeiler & Fergus, \"Stochastic Pooling for Regularization of Deep Convolutional Neural Networks\", "
@@ -106,8 +108,6 @@ class StochasticPool2d(nn.Module):
         stride: region stride (default: ``kernel_size``).
         generator: optional ``torch.Generator``.
     """
-
-    method_name = "stochastic_pooling"
 
     def __init__(
         self,

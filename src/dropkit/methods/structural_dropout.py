@@ -7,7 +7,7 @@ for the smaller ones. The network so learns an importance ordering of its featur
 is a working sub-network, and ``dropkit.slim`` cuts the model down to one of them for real.
 
 Semantics follow the paper-time reference code (``JulianKnodt/structural_dropout`` @ f16c8a7, ``src/ctrl.py``),
-not the later HEAD commit whose schedule is dead code and changes ``p``'s meaning (spec §2c.1):
+not the later HEAD commit whose schedule is dead code and changes ``p``'s meaning (``docs/methods/structural_dropout.md``):
 
 * ``p`` is the probability of *applying* a cut, not a per-unit rate;
 * c is uniform on ``range(lower_bound, H, step)`` (H itself excluded); ``lower_bound ≥ H`` leaves no cut, which
@@ -175,7 +175,6 @@ class StructuralDropout(DropkitModule):
             ``num_features`` it tells ``dropkit.slim`` which axis the features are on.
     """
 
-    method_name = _METHOD
     repr_fields = ("lower_bound", "step", "eval_size", "zero_pad", "dim", "producer")
 
     def __init__(

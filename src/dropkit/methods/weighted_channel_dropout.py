@@ -7,7 +7,7 @@ by weighted random selection without replacement with weights ∝ score (Alg. 1,
 with that selection (eq. 5), and the survivors are rescaled by ``α = Σ_all score / Σ_kept score`` computed from the
 *final* mask (eq. 6), so that each image keeps its total GAP mass. Eval is the identity.
 
-Reading implemented (``shared/specs/resolutions.md`` A1, which settles the spec's §3 open points):
+Reading implemented where the paper leaves room (``docs/methods/weighted_channel_dropout.md``):
 
 * Names. The paper's ``q`` is the RNG *keep* probability; dropkit's convention is that ``p`` is a drop
   probability, so the module's ``p`` is ``1 − q`` (paper default ``q = 0.9`` → ``p = 0.1``). ``wrs_ratio`` keeps
@@ -116,7 +116,6 @@ class WeightedChannelDropout(DropkitModule):
         generator: optional ``torch.Generator``.
     """
 
-    method_name = _NAME
     repr_fields = ("wrs_ratio",)
 
     def __init__(self, p: float = 0.1, wrs_ratio: float = 0.8, generator: torch.Generator | None = None) -> None:

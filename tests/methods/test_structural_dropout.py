@@ -1,4 +1,4 @@
-"""Structural Dropout (spec §2e property list: eval widths, cut distribution, per-batch cut, gradient, seeding)."""
+"""Structural Dropout (eval widths, cut distribution, per-batch cut, gradient, seeding)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from torch import nn
 
 import dropkit
 from dropkit.methods.structural_dropout import StructuralDropout, structural_dropout
-from props import assert_compiles_fullgraph, assert_eval_identity, binomial_tolerance
+from helpers.props import assert_compiles_fullgraph, assert_eval_identity, binomial_tolerance
 
 
 def _widths(layer: StructuralDropout, x: torch.Tensor, calls: int) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Heuristic Dropout: properties from spec §7(e) with resolutions.md A3 (deterministic top-p, Laplacian fill)."""
+"""Heuristic Dropout: properties from docs/methods/heuristic_dropout.md (deterministic top-p, Laplacian fill)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 import dropkit
 from dropkit.methods.heuristic_dropout import LAPLACE_KERNEL, HeuristicDropout, heuristic_dropout, heuristic_scores
-from props import assert_compiles_fullgraph, assert_eval_identity, assert_keeps_dtype_and_format, seeded
+from helpers.props import assert_compiles_fullgraph, assert_eval_identity, assert_keeps_dtype_and_format, seeded
 
 
 def _relu_input(shape, seed=0):

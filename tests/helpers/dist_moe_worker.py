@@ -1,8 +1,8 @@
-"""One rank of the 2-process gloo checks of ``gating_dropout`` (launched by tests/test_gating_dropout.py).
+"""One rank of the 2-process gloo checks of ``gating_dropout`` (launched by tests/methods/test_gating_dropout.py).
 
 Usage: python dist_moe_worker.py RANK WORLD_SIZE PORT OUT_DIR [SUITE]
 
-SUITE ``checks`` (default, tests/test_gating_dropout.py): every scenario builds its layer after
+SUITE ``checks`` (default, tests/methods/test_gating_dropout.py): every scenario builds its layer after
 ``torch.manual_seed(0)`` on every rank, so the rank's experts are the slice of the one-process layer built with
 that seed; the test recomputes the one-process reference and compares.
 SUITE ``reliability`` (tests/test_moe_reliability.py): a long run at p = 0.5 and the rank-mismatch errors.

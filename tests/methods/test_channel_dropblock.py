@@ -1,4 +1,4 @@
-"""Channel DropBlock: properties from spec §6(e) with resolutions.md A4 (nominal 1/(1 − γ) normalisation)."""
+"""Channel DropBlock: properties from docs/methods/channel_dropblock.md (nominal 1/(1 − γ) normalisation)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from dropkit.methods.channel_dropblock import (
     _seed_similarity,
     channel_dropblock,
 )
-from props import (
+from helpers.props import (
     assert_compiles_fullgraph,
     assert_eval_identity,
     assert_keeps_dtype_and_format,

@@ -1,4 +1,4 @@
-"""CorrDrop (spatial SCD and channel CCD): properties from spec §5(e) with resolutions.md A2's equations."""
+"""CorrDrop (spatial SCD and channel CCD): properties from docs/methods/corrdrop_spatial.md and corrdrop_channel.md."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from dropkit.methods.corrdrop import (
     corrdrop_channel,
     corrdrop_spatial,
 )
-from props import (
+from helpers.props import (
     assert_compiles_fullgraph,
     assert_eval_identity,
     assert_keeps_dtype_and_format,

@@ -1,4 +1,4 @@
-"""Weighted Channel Dropout: properties from spec §3(e) as settled by resolutions.md A1."""
+"""Weighted Channel Dropout: properties from docs/methods/weighted_channel_dropout.md."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 
 import dropkit
 from dropkit.methods.weighted_channel_dropout import WeightedChannelDropout, weighted_channel_dropout
-from props import (
+from helpers.props import (
     assert_compiles_fullgraph,
     assert_eval_identity,
     assert_keeps_dtype_and_format,

@@ -1,4 +1,4 @@
-"""Clustering-based adaptive dropout (spec §3e property list, the four characteristics, bad input)."""
+"""Clustering-based adaptive dropout (the four characteristics, rates, grouping, bad input)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from torch import nn
 import dropkit
 from dropkit.methods.clustering_dropout import ClusteringDropout, group_probabilities, kmeans_1d
 from dropkit.protocol import step_statistics
-from props import assert_compiles_fullgraph, assert_eval_identity, binomial_tolerance
+from helpers.props import assert_compiles_fullgraph, assert_eval_identity, binomial_tolerance
 
 
 def _fed(layer: ClusteringDropout, x: torch.Tensor, steps: int) -> None:

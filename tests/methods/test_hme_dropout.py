@@ -1,4 +1,4 @@
-"""Tests of hme_dropout: soft decision tree with asymmetric left-subtree dropout (spec §6e)."""
+"""Tests of hme_dropout: soft decision tree with asymmetric left-subtree dropout (docs/methods/hme_dropout.md)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 import dropkit
 from dropkit.masks import sample_keep_mask
 from dropkit.methods.hme_dropout import HMEDropout, hme_dropout, leaf_probabilities
-from props import assert_compiles_fullgraph
+from helpers.props import assert_compiles_fullgraph
 
 
 def make(depth: int = 3, p: float = 0.3, seed: int = 0, **kw) -> HMEDropout:

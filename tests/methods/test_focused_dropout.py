@@ -1,4 +1,4 @@
-"""FocusedDropout: properties from spec §4(e); the participation schedule itself is tested with dropkit.schedule."""
+"""FocusedDropout: properties from docs/methods/focused_dropout.md; the participation schedule itself is tested with dropkit.schedule."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 
 import dropkit
 from dropkit.methods.focused_dropout import FocusedDropout, ParticipationWeightDecay, focused_dropout
-from props import (
+from helpers.props import (
     assert_compiles_fullgraph,
     assert_eval_identity,
     binomial_tolerance,

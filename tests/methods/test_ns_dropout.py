@@ -1,4 +1,4 @@
-"""Neuron-Specific Dropout (spec §1e property list, plus the protocol's bad-input cases)."""
+"""Neuron-Specific Dropout (docs/methods/ns_dropout.md properties, plus the protocol's bad-input cases)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from torch import nn
 import dropkit
 from dropkit.methods.ns_dropout import NSDropout, ns_dropout_mask
 from dropkit.protocol import feed_validation, supervise
-from props import assert_compiles_fullgraph
+from helpers.props import assert_compiles_fullgraph
 
 
 def _update(layer: NSDropout, x, y, xv, yv) -> torch.Tensor:

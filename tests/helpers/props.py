@@ -53,3 +53,11 @@ def seeded(seed: int = 0) -> torch.Generator:
 def positive_input(shape, seed: int = 0, offset: float = 0.1) -> torch.Tensor:
     """U[0, 1) + ``offset``: strictly positive activations (every channel has a GAP score, no exact zeros)."""
     return torch.rand(shape, generator=seeded(seed)) + offset
+
+
+def assert_compiles_fullgraph_block(module: torch.nn.Module, x: torch.Tensor) -> None:
+    """A whole layer (its output shape may differ from the input's) traces with ``fullgraph=True`` and gives a
+    finite output."""
+    torch._dynamo.reset()
+    y = torch.compile(module, fullgraph=True, backend="eager")(x)
+    assert torch.isfinite(y).all()

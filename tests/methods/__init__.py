@@ -1,0 +1,1 @@
+"""Tests of ``dropkit.methods``: one file per module, ``test_<module>.py``."""
