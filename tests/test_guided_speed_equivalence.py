@@ -42,7 +42,7 @@ def _inputs(shape: tuple[int, ...], seed: int) -> list[torch.Tensor]:
 def test_peak_search_matches_argmax_of_padded_box_sums(shape):
     for seed in range(3):
         for x in _inputs(shape, seed):
-            row, col = _cdb._box3_argmax(x)
+            row, col = _cdb.peak_positions(x)
             ref_row, ref_col = _reference_peak(x)
             assert torch.equal(row, ref_row) and torch.equal(col, ref_col)
 
@@ -51,10 +51,10 @@ def test_peak_search_counts_nan_as_inf_and_keeps_channels_last_and_bf16():
     x = torch.randn(2, 3, 6, 7, generator=torch.Generator().manual_seed(1))
     x[0, 0, 4, 5] = float("nan")
     x[1, 2, 0, 0] = float("inf")
-    row, col = _cdb._box3_argmax(x)
+    row, col = _cdb.peak_positions(x)
     assert (row[0, 0].item(), col[0, 0].item()) == (3, 4)  # the first box that holds the NaN
     assert (row[1, 2].item(), col[1, 2].item()) == (0, 0)
     for variant in (x.contiguous(memory_format=torch.channels_last), x.bfloat16()):
-        got = _cdb._box3_argmax(variant)
+        got = _cdb.peak_positions(variant)
         ref = _reference_peak(variant)
         assert torch.equal(got[0], ref[0]) and torch.equal(got[1], ref[1])

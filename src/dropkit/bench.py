@@ -169,10 +169,9 @@ class PeakSearch(nn.Module):
     without the seed draw, the ranking and the mask. The output is a view of the input (a free backward)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from dropkit.methods.channel_dropblock import _box3_argmax
+        from dropkit.methods.channel_dropblock import peak_positions
 
-        with torch.no_grad():
-            _box3_argmax(x.detach())
+        peak_positions(x)
         return x.view_as(x)
 
 

@@ -39,7 +39,7 @@ from dropkit.masks import sample_uniform
 from dropkit.registry import register
 from dropkit.validation import check_choice, check_float_tensor, check_generator, check_ndim, check_probability
 
-__all__ = ["channel_dropblock", "ChannelDropBlock", "METRIC_DEFAULT_P"]
+__all__ = ["channel_dropblock", "ChannelDropBlock", "METRIC_DEFAULT_P", "peak_positions"]
 
 _NAME = "channel_dropblock"
 _METRICS = ("max_activation", "bilinear")
@@ -118,6 +118,20 @@ def _box3_argmax(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     first = length - hit.mul_(ramp).amax(dim=1).long()
     row = torch.div(first, w, rounding_mode="floor")
     return row.view(n, c), (first - row * w).view(n, c)
+
+
+def peak_positions(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where each channel peaks after 3×3 average smoothing: the ``"max_activation"`` metric's positions.
+
+    Args:
+        x: (N, C, H, W) tensor (read without gradient).
+
+    Returns:
+        Row and column, each (N, C) int64, of the first maximum (row-major) of every map's 3×3 box sums with zero
+        padding (the argmax of ``avg_pool2d(x, 3, 1, 1)`` with padding counted); NaN counts as +inf.
+    """
+    with torch.no_grad():
+        return _box3_argmax(x.detach())
 
 
 def _seed_similarity(xd: torch.Tensor, seed: torch.Tensor, metric: str) -> torch.Tensor:
