@@ -6,7 +6,7 @@ from __future__ import annotations
 import io
 import math
 
-from dropkit.bench import FLOOR_OF_UNIT, REFERENCE_GAINS, run_benchmark, run_step_memory
+from dropkit.bench import FLOOR_OF_UNIT, REFERENCE_GAINS, WORK_FLOORS, run_benchmark, run_step_memory
 from dropkit.lab.cli import bench_resnet
 
 
@@ -25,6 +25,20 @@ def test_rows_carry_floor_ratio_saved_bytes_and_reference_gain():
     assert "floor:histogram" in by_name["heuristic_dropout"]["target"]  # the measured reason is printed
     out = buf.getvalue()
     assert "saved B/B" in out and "gain:dropblock" in out
+
+
+def test_guided_methods_print_their_work_floors_as_the_reason():
+    rows = [row for pattern in ("heuristic_dropout", "corrdrop_channel", "channel_dropblock")
+            for row in run_benchmark(shapes=((4, 8, 8, 8),), pattern=pattern, rounds=3, warmup=1, out=io.StringIO())]
+    by_name = {r["name"]: r for r in rows}
+    for name, work in WORK_FLOORS.items():
+        if name not in by_name:
+            continue
+        for floor in work:
+            assert math.isfinite(by_name[floor]["vs_conv3x3"]) and by_name[floor]["vs_conv3x3"] > 0
+            assert floor in by_name[name]["target"]
+        assert "the least it can cost is" in by_name[name]["target"]
+    assert {"heuristic_dropout", "corrdrop_channel", "channel_dropblock"} <= set(by_name)
 
 
 def test_step_memory_meets_the_targets():

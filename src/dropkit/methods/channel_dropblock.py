@@ -39,7 +39,7 @@ from dropkit.masks import sample_uniform
 from dropkit.registry import register
 from dropkit.validation import check_choice, check_float_tensor, check_generator, check_ndim, check_probability
 
-__all__ = ["channel_dropblock", "ChannelDropBlock", "METRIC_DEFAULT_P"]
+__all__ = ["channel_dropblock", "ChannelDropBlock", "METRIC_DEFAULT_P", "peak_positions"]
 
 _NAME = "channel_dropblock"
 _METRICS = ("max_activation", "bilinear")
@@ -71,42 +71,67 @@ def _box3_argmax(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Row and column, each (N, C) int64, of the maximum of every map's 3×3 box sums (zero padding).
 
     The same positions as ``_box3_sum(x).flatten(2).argmax(dim=2)``: the box sums are the same floats (the same
-    additions in the same order, ((left + centre) + right), then ((up + centre) + down)) and ties go to the first
-    position in row-major order. The work is laid out for the CPU:
+    additions in the same order, ((left + centre) + right), then ((up + centre) + down), a zero-padded neighbour
+    left out rather than added as 0, which can only change the sign of a zero sum) and ties go to the first position
+    in row-major order. The work is laid out for the CPU:
 
-    * every map row gets one leading zero, which doubles as the left neighbour of its first column and the right
-      neighbour of the previous row's last, so the horizontal pass is two shifted adds over one flat vector (no
-      slicing of short rows) and the vertical pass two adds over (N·C, H·(W + 1)) rows;
+    * both passes are two shifted adds over the whole activation read as one flat vector (no slicing of short
+      rows, no padded copy); the first and last column of every row and the first and last row of every map,
+      where those adds run into the neighbouring row or map, are rewritten with strided ops over 2/W and 2/H of
+      the data. Two activation-sized buffers in all, where a padded layout took two of (W + 1)/W the size and
+      its padding pass: fresh large buffers cost page faults on the CPU;
     * the argmax is found as the first position equal to the row maximum, with vectorised max-reductions:
       ``argmax`` along a row is ~5× slower here. NaN box sums count as +inf (``argmax`` would prefer a NaN to
       an earlier +inf; both only arise from non-finite inputs).
     """
     n, c, h, w = x.shape
-    s = w + 1  # row stride of the padded layouts
     m = n * c
-    length = h * s
-    total = m * length
-    # Every map row with one leading zero: flat[q] is the value at position q, flat[0] = 0 has no left neighbour.
-    flat = F.pad(x.contiguous().view(m * h, w), (1, 0)).view(total)
-    # rows[j] = the horizontal sum centred at position j + 1, so rows viewed as (N·C, H·(W + 1)) holds the W data
-    # columns of each row first and a separator slot last (the position of the next row's leading zero).
-    rows = torch.empty(total, device=x.device, dtype=x.dtype)
-    torch.add(flat[:-1], flat[1:], out=rows[:-1])  # left + centre
-    rows[:-2] += flat[2:]  # + right (the last position has none: its right neighbour is the zero padding)
+    length = h * w
+    data = x.contiguous().view(m * h, w)
+    rows = torch.empty((m * h, w), device=x.device, dtype=x.dtype)  # horizontal 3-sums
+    if w == 1:
+        rows.copy_(data)
+    else:
+        flat, rows_flat = data.view(-1), rows.view(-1)
+        torch.add(flat[:-1], flat[1:], out=rows_flat[1:])  # left + centre
+        rows_flat[1:-1] += flat[2:]  # + right
+        rows[:, 0] = data[:, 0] + data[:, 1]  # first column: centre + right (no left)
+        rows[:, w - 1] = data[:, w - 2] + data[:, w - 1]  # last column: left + centre (no right)
+    # The vertical pass over the flat vector too (``out=`` must be contiguous under torch.compile); the first row of
+    # every map, which took the previous map's last row as "up", is rewritten, and the last row, which would take
+    # the next map's first row as "down", is kept aside and put back.
+    rows_flat = rows.view(-1)
+    box = torch.empty((m, length), device=x.device, dtype=x.dtype)
+    box_flat = box.view(-1)
+    torch.add(rows_flat[w:], rows_flat[:-w], out=box_flat[w:])  # centre + up
     rows = rows.view(m, length)
-    box = flat.view(m, length).copy_(rows)  # centre; + up (= up + centre), then + down; flat is free again
-    box[:, s:] += rows[:, :-s]
-    box[:, :-s] += rows[:, s:]
+    box[:, :w] = rows[:, :w]  # the first row has no up
+    last = box[:, length - w:].clone()  # the last row has no down
+    box_flat[:-w] += rows_flat[w:]  # + down
+    box[:, length - w:] = last
     box = box.nan_to_num_(nan=math.inf)
-    box.view(m, h, s)[:, :, w] = -math.inf  # separator slots never win (an all −inf map gives index 0)
-    # The ramp must hold every integer up to H·(W + 1) exactly: float32 (or float64 beyond 2**24), not bf16/fp16.
+    # The ramp must hold every integer up to H·W exactly: float32 (or float64 beyond 2**24), not bf16/fp16.
     index_dtype = torch.float32 if length < 2**24 else torch.float64
     hit = rows if x.dtype == index_dtype else torch.empty((m, length), device=x.device, dtype=index_dtype)
     hit = torch.eq(box, box.amax(dim=1, keepdim=True), out=hit)
     ramp = torch.arange(length, 0, -1, device=x.device, dtype=index_dtype)
     first = length - hit.mul_(ramp).amax(dim=1).long()
-    row = torch.div(first, s, rounding_mode="floor")
-    return row.view(n, c), (first - row * s).view(n, c)
+    row = torch.div(first, w, rounding_mode="floor")
+    return row.view(n, c), (first - row * w).view(n, c)
+
+
+def peak_positions(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where each channel peaks after 3×3 average smoothing: the ``"max_activation"`` metric's positions.
+
+    Args:
+        x: (N, C, H, W) tensor (read without gradient).
+
+    Returns:
+        Row and column, each (N, C) int64, of the first maximum (row-major) of every map's 3×3 box sums with zero
+        padding (the argmax of ``avg_pool2d(x, 3, 1, 1)`` with padding counted); NaN counts as +inf.
+    """
+    with torch.no_grad():
+        return _box3_argmax(x.detach())
 
 
 def _seed_similarity(xd: torch.Tensor, seed: torch.Tensor, metric: str) -> torch.Tensor:
