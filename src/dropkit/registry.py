@@ -80,6 +80,14 @@ class MethodCard:
     required: tuple[str, ...] = ()
     factory: Callable[..., torch.nn.Module] = field(default=None, repr=False, compare=False)  # type: ignore[assignment]
 
+    @property
+    def search_space(self) -> dict[str, Any]:
+        """The parameters that set this method's strength and the ranges to tune them over
+        (``dropkit.search_space.Range`` values; empty for block methods). See ``dropkit.search_space``."""
+        from dropkit.search_space import search_space
+
+        return search_space(self.name)
+
     def as_dict(self) -> dict[str, Any]:
         """JSON-friendly view (defaults rendered with ``repr`` when they are not plain values)."""
 
