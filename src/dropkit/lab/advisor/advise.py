@@ -112,14 +112,27 @@ def advise(model: str = "cnn", data: str = "fashion_mnist", *, budget: str | flo
         ValueError, TypeError: a bad argument (before any store is opened), or a budget too small for the minimum
             search and confirmation (the message says how much is needed).
     """
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        return _advise(**{k: v for k, v in locals().items() if k not in ("torch", "threads")})
+    finally:
+        torch.set_num_threads(threads)  # every run trains on one thread: a worker's share of the cores
+
+
+def _advise(model, data, *, budget, methods, at, workers, db, out, storage, top_k, seeds, trials, cocktails, seed,
+            model_params, train_size, val_size, test_size, data_seed, epochs, training, progress, echo):
     from dropkit.lab.advisor import budget as budget_mod
     from dropkit.lab.advisor.answer import Advice, Candidate, rank_candidates
-    from dropkit.lab.advisor.arms import BASELINE_ARM, cocktail, plan_arms
+    from dropkit.lab.advisor.arms import BASELINE_ARM, plan_arms
     from dropkit.lab.advisor.confirm import collect, confirmation_configs, run_confirmation
     from dropkit.lab.advisor.report import trial_curves, write_report
     from dropkit.lab.advisor.search import SearchSettings, best_trial, run_search, trials_used
     from dropkit.lab.advisor.withheld import withhold_test
     from dropkit.lab.store import Store
+    import torch
+
     from dropkit.lab.train import RunConfig, get_dataset, primary_metric
 
     started = time.time()
@@ -141,7 +154,7 @@ def advise(model: str = "cnn", data: str = "fashion_mnist", *, budget: str | flo
     if db.exists() and db.is_dir():
         raise ValueError(f"db {str(db)!r} is a folder; give a file path such as lab-results/advise.db")
     training = dict(training or {})
-    clash = sorted(set(training) & {"method", "params", "placement", "seed", "data", "model", "also", "where"})
+    clash = sorted(set(training) & {"method", "params", "placement", "seed", "data", "model", "also"})
     if clash:
         raise ValueError(f"training may not set {clash}: they are the advisor's (pass them as arguments)")
     search_base = RunConfig.from_dict({**training, "data": data, "model": model,
@@ -156,10 +169,9 @@ def advise(model: str = "cnn", data: str = "fashion_mnist", *, budget: str | flo
     confirm_base = dataclasses.replace(search_base, val_size=0)
 
     # ---------------------------------------------------------------- plan: points, arms, budget
-    import torch
-
     from dropkit.lab.models import build_model
 
+    torch.set_num_threads(1)
     torch.manual_seed(seed)
     net = build_model(search_base.model, dataset.in_channels, dataset.num_classes, dataset.image_size,
                       **search_base.model_params)
@@ -252,18 +264,11 @@ def _mean(values: Any) -> float:
 
 
 def _time_epoch(base: Any, data: Any) -> float:
-    """Seconds of one training epoch of the baseline on one thread (what a worker gets), without test."""
-    import torch
-
+    """Seconds of one training epoch of the baseline on this thread, without validation or test."""
     from dropkit.lab.train import train
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        config = dataclasses.replace(base, method="none", epochs=1)
-        result, _, _ = train(config, dataset=data, evaluate_test=False, val_epochs=set())
-    finally:
-        torch.set_num_threads(threads)
+    result, _, _ = train(dataclasses.replace(base, method="none", epochs=1), dataset=data, evaluate_test=False,
+                         val_epochs=set())
     return float(result["curves"][0]["epoch_s"])
 
 

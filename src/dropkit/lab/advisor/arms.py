@@ -15,6 +15,7 @@ from typing import Any
 from torch import nn
 
 import dropkit
+from dropkit.lab.insertion import Point
 from dropkit.search_space import Range, fit_to_maps
 
 __all__ = ["Member", "Arm", "BASELINE_ARM", "plan_arms", "cocktail", "arm_config", "attach_code"]
@@ -26,19 +27,20 @@ class Member:
 
     Attributes:
         method: a registered method name.
-        at: the submodule names it is attached to (as in ``model.named_modules()``).
-        where: ``"after"`` (on the submodule's output) or ``"before"`` (on its input).
-        shapes: the feature shape at each point, batch dimension excluded (clips pixel-sized parameters).
+        points: where (``dropkit.lab.insertion.Point``: submodule name, after/before, feature shape).
     """
 
     method: str
-    at: tuple[str, ...]
-    where: str = "after"
-    shapes: tuple[tuple[int, ...], ...] = ()
+    points: tuple[Point, ...]
+
+    @property
+    def specs(self) -> list[str]:
+        """The points as ``RunConfig.placement`` writes them: ``NAME`` (after) or ``NAME:in`` (before)."""
+        return [p.spec for p in self.points]
 
     def space(self) -> dict[str, Range]:
-        """The card's search space, block sizes clipped to the maps at this member's points."""
-        return fit_to_maps(dropkit.get_card(self.method).search_space, self.shapes)
+        """The card's search space, pixel sizes clipped to the maps at this member's points."""
+        return fit_to_maps(dropkit.get_card(self.method).search_space, [p.shape for p in self.points])
 
 
 @dataclass(frozen=True)
@@ -72,25 +74,19 @@ class Arm:
         return out
 
     def describe_points(self) -> str:
-        return "; ".join(f"{m.method} {m.where} {', '.join(m.at)}" for m in self.members) or "—"
+        return "; ".join(f"{m.method} at {', '.join(m.specs)}" for m in self.members) or "—"
 
 
 BASELINE_ARM = Arm()
 
 
-def _points_for(model: nn.Module, sample: Any, method: str, at: Sequence[str] | None) -> tuple[list[str], str]:
-    """Where ``method`` goes in ``model``: the user's ``at``, else the automatic insertion points."""
-    from dropkit.lab.insertion import find_insertion_points
+def _points_for(model: nn.Module, sample: Any, method: str, at: Sequence[str] | None) -> list[Point]:
+    """Where ``method`` goes in ``model``: the user's ``at`` (``NAME`` or ``NAME:in``), else found automatically."""
+    from dropkit.lab.insertion import explicit_points, find_insertion_points
 
-    card = dropkit.get_card(method)
     if at:
-        where = "before" if card.taxonomy.get("space") == "input" else "after"
-        return list(at), where
-    points = find_insertion_points(model, sample).for_method(card)
-    wheres = {p.where for p in points}
-    if len(wheres) != 1:  # attach takes one `where` per call; the finder gives one per method
-        raise ValueError(f"{method}: insertion points mix 'before' and 'after' ({points}); pass --at")
-    return [p.name for p in points], wheres.pop()
+        return explicit_points(model, list(at), sample)
+    return find_insertion_points(model, sample).for_method(dropkit.get_card(method))
 
 
 def plan_arms(model: nn.Module, sample: Any, methods: Sequence[str], *, at: Sequence[str] | None = None
@@ -101,36 +97,29 @@ def plan_arms(model: nn.Module, sample: Any, methods: Sequence[str], *, at: Sequ
         model: the network as built (nothing attached).
         sample: a small batch of inputs (shapes are traced with it).
         methods: method names; a ``"a+b"`` entry is an explicit cocktail.
-        at: submodule names overriding the automatic points for every method.
+        at: points (``NAME`` after a submodule, ``NAME:in`` before it) overriding the automatic ones for every
+            method.
     """
     from dropkit.lab.insertion import MethodDoesNotFit
-    from dropkit.lab.models import feature_shapes
 
     arms, skipped, singles = [BASELINE_ARM], {}, {}
     for entry in methods:
-        parts = entry.split("+")
         members = []
-        for method in parts:
-            if method in singles:
-                members.append(singles[method])
-                continue
-            card = dropkit.get_card(method)
-            if not card.search_space:
-                skipped[entry] = (f"{card.kind} method: it is built into a model, not inserted, so there is no "
-                                  "insertion strength to tune")
-                break
-            try:
-                names, where = _points_for(model, sample, method, at)
-                shapes = feature_shapes(model, names, sample)
-                if where == "before":  # the input of the named module: the shape of what feeds it
-                    shapes = _input_shapes(model, names, sample)
-                member = Member(method, tuple(names), where, tuple(tuple(shapes[n]) for n in names))
-                _check_fits(model, member, sample)
-            except (MethodDoesNotFit, ValueError, TypeError, RuntimeError) as err:
-                skipped[entry] = str(err)
-                break
-            singles[method] = member
-            members.append(member)
+        for method in entry.split("+"):
+            if method not in singles:
+                card = dropkit.get_card(method)
+                if not card.search_space:
+                    skipped[entry] = (f"a {card.kind} method: it is built into a model, not inserted, so there is "
+                                      "no insertion strength to tune")
+                    break
+                try:
+                    member = Member(method, tuple(_points_for(model, sample, method, at)))
+                    _check_fits(model, member, sample)
+                except (MethodDoesNotFit, ValueError, TypeError, RuntimeError) as err:
+                    skipped[entry] = str(err)
+                    break
+                singles[method] = member
+            members.append(singles[method])
         else:
             if len(members) == 1:
                 arms.append(Arm(tuple(members)))
@@ -143,47 +132,31 @@ def plan_arms(model: nn.Module, sample: Any, methods: Sequence[str], *, at: Sequ
     return arms, skipped
 
 
-def _input_shapes(model: nn.Module, names: Sequence[str], sample: Any) -> dict[str, tuple[int, ...]]:
-    import torch
-
-    shapes: dict[str, tuple[int, ...]] = {}
-    modules = dict(model.named_modules())
-    hooks = [modules[n].register_forward_pre_hook(
-        lambda mod, args, n=n: shapes.setdefault(n, tuple(args[0].shape[1:]))) for n in names]
-    try:
-        with torch.no_grad():
-            was = model.training
-            model.eval()
-            model(sample)
-            model.train(was)
-    finally:
-        for h in hooks:
-            h.remove()
-    return shapes
-
-
 def _check_fits(model: nn.Module, member: Member, sample: Any) -> None:
-    """Attach the method at its weakest setting and run one batch (a spatial method on flat features fails here)."""
+    """Attach the method at the weakest setting of its space and run one training batch through the model."""
     import copy
 
     import torch
 
+    from dropkit.lab.insertion import attach_points
+
     trial = copy.deepcopy(model)
     params = {name: (int(r.low) if r.integer else r.low) for name, r in member.space().items()}
-    handle = dropkit.attach(trial, member.method, at=list(member.at), where=member.where, **params)
-    try:
-        trial.train()
-        with torch.no_grad():
+    with torch.random.fork_rng(devices=[]), torch.no_grad():  # the runs' random streams must not depend on this
+        handles = attach_points(trial, member.method, list(member.points), **params)
+        try:
+            trial.train()
             trial(sample)
-    except (RuntimeError, ValueError, TypeError) as err:
-        raise ValueError(f"{member.method} does not run at {list(member.at)}: {err}") from err
-    finally:
-        handle.remove()
+        except (RuntimeError, ValueError, TypeError) as err:
+            raise ValueError(f"{member.method} does not run at {member.specs}: {err}") from err
+        finally:
+            for h in handles:
+                h.remove()
 
 
 def cocktail(first: Member, second: Member) -> Arm | None:
     """Two methods at disjoint points as one arm, or None when their points overlap (or it is one method)."""
-    if first.method == second.method or set(first.at) & set(second.at):
+    if first.method == second.method or {p.name for p in first.points} & {p.name for p in second.points}:
         return None
     return Arm((first, second))
 
@@ -191,12 +164,11 @@ def cocktail(first: Member, second: Member) -> Arm | None:
 def arm_config(base: Any, arm: Arm, params: Mapping[str, Mapping[str, Any]], *, seed: int) -> Any:
     """The ``RunConfig`` that trains ``arm`` with ``params`` (method → its parameters) under ``seed``."""
     if arm.is_baseline:
-        return dataclasses.replace(base, method="none", params={}, placement=None, where="after", also=[], seed=seed)
+        return dataclasses.replace(base, method="none", params={}, placement=None, also=[], seed=seed)
     first, *rest = arm.members
-    also = [{"method": m.method, "params": dict(params.get(m.method, {})), "placement": list(m.at), "where": m.where}
-            for m in rest]
+    also = [{"method": m.method, "params": dict(params.get(m.method, {})), "placement": m.specs} for m in rest]
     return dataclasses.replace(base, method=first.method, params=dict(params.get(first.method, {})),
-                               placement=list(first.at), where=first.where, also=also, seed=seed)
+                               placement=first.specs, also=also, seed=seed)
 
 
 def attach_code(arm: Arm, params: Mapping[str, Mapping[str, Any]]) -> str:
@@ -205,9 +177,12 @@ def attach_code(arm: Arm, params: Mapping[str, Mapping[str, Any]]) -> str:
         return "# nothing to attach: train the model as it is"
     lines = ["import dropkit", ""]
     for m in arm.members:
-        args = ", ".join(f"{k}={_literal(v)}" for k, v in params.get(m.method, {}).items())
-        where = "" if m.where == "after" else f", where={m.where!r}"
-        lines.append(f"dropkit.attach(model, {m.method!r}, at={list(m.at)!r}{where}{', ' + args if args else ''})")
+        args = "".join(f", {k}={_literal(v)}" for k, v in params.get(m.method, {}).items())
+        for where in ("after", "before"):
+            names = [p.name for p in m.points if p.where == where]
+            if names:
+                place = "" if where == "after" else ", where='before'"
+                lines.append(f"dropkit.attach(model, {m.method!r}, at={names!r}{place}{args})")
     return "\n".join(lines)
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -77,11 +78,19 @@ def study_name(settings: SearchSettings, arm: Arm) -> str:
 
 
 def make_storage(settings: SearchSettings) -> optuna.storages.BaseStorage:
+    quiet_optuna()
     if settings.heartbeat_s is None:
         return optuna.storages.RDBStorage(settings.storage, engine_kwargs=_engine_kwargs(settings.storage))
     return optuna.storages.RDBStorage(settings.storage, engine_kwargs=_engine_kwargs(settings.storage),
                                       heartbeat_interval=settings.heartbeat_s,
                                       grace_period=4 * settings.heartbeat_s)
+
+
+def quiet_optuna() -> None:
+    """Optuna logs every trial and warns that heartbeats and multivariate TPE are experimental; the advisor
+    reports progress itself."""
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 def _engine_kwargs(url: str) -> dict[str, Any]:
@@ -92,8 +101,7 @@ def _engine_kwargs(url: str) -> dict[str, Any]:
 def _sampler(settings: SearchSettings, worker: int) -> optuna.samplers.BaseSampler:
     # the first third of an arm's trials spread at random, the rest follow TPE; each worker its own stream
     startup = min(10, max(2, settings.trials // 3))
-    return optuna.samplers.TPESampler(seed=settings.seed * 1000 + worker, n_startup_trials=startup,
-                                      multivariate=True, warn_independent_sampling=False)
+    return optuna.samplers.TPESampler(seed=settings.seed * 1000 + worker, n_startup_trials=startup, multivariate=True)
 
 
 def _pruner(epochs: int) -> optuna.pruners.BasePruner:
@@ -203,7 +211,6 @@ def search_worker(base: Mapping[str, Any], arms: Sequence[Arm], settings: Search
 
     if single_thread:
         torch.set_num_threads(1)
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
     config = RunConfig.from_dict(base)
     data = withhold_test(get_dataset(config))
     storage = make_storage(settings)
@@ -228,7 +235,7 @@ def run_search(base: Any, arms: Sequence[Arm], settings: SearchSettings, *, prog
     studies = prepare_studies(arms, settings, base.epochs, release_interrupted=release_interrupted)
     base_dict = base.to_dict()
     if settings.workers <= 1:
-        search_worker(base_dict, arms, settings, 0, single_thread=False)
+        search_worker(base_dict, arms, settings, 0)
     else:
         context = multiprocessing.get_context("spawn")
         procs = [context.Process(target=search_worker, args=(base_dict, list(arms), settings, w), daemon=True)
