@@ -459,7 +459,7 @@ class TestMoELMLab:
         return path
 
     def test_load_and_encode_corpus(self, tmp_path):
-        from dropkit.lab.moe_lm import encode_corpus, load_corpus
+        from dropkit.lab.experiments.moe_lm import encode_corpus, load_corpus
 
         text = load_corpus(self._corpus(tmp_path))
         assert "%" not in text
@@ -470,7 +470,7 @@ class TestMoELMLab:
             load_corpus(tmp_path / "missing")
 
     def test_train_models_one_process(self, tmp_path):
-        from dropkit.lab.moe_lm import LMConfig, encode_corpus, format_results, load_corpus, train_models
+        from dropkit.lab.experiments.moe_lm import LMConfig, encode_corpus, format_results, load_corpus, train_models
 
         train, val, vocab = encode_corpus(load_corpus(self._corpus(tmp_path)))
         cfg = LMConfig(d_model=16, n_heads=2, n_layers=2, d_ff=16, num_experts=2, seq_len=16, batch=4, steps=4,
@@ -486,7 +486,7 @@ class TestMoELMLab:
     def test_cli_registers_experts_commands(self):
         import argparse
 
-        from dropkit.lab.experts_cli import register_commands
+        from dropkit.lab.cli.experiments import add_commands as register_commands
 
         parser = argparse.ArgumentParser()
         register_commands(parser.add_subparsers(dest="command"))

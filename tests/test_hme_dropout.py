@@ -206,7 +206,7 @@ def test_compile_helper_shape_preserving_case():
 
 class TestSoftTreeLab:
     def test_regression_sweep_runs_and_learns(self):
-        from dropkit.lab.soft_tree import format_table, regression_sweep
+        from dropkit.lab.experiments.soft_tree import format_table, regression_sweep
 
         rows = regression_sweep([2], [0.0, 0.2], [0], n_train=32, steps=150, lr=0.05)
         assert [(r["depth"], r["p"]) for r in rows] == [(2, 0.0), (2, 0.2)]
@@ -215,7 +215,7 @@ class TestSoftTreeLab:
         assert "depth 2" in format_table(rows, "test_mse")
 
     def test_fit_tree_classification(self):
-        from dropkit.lab.soft_tree import fit_tree
+        from dropkit.lab.experiments.soft_tree import fit_tree
 
         g = torch.Generator().manual_seed(0)
         x = torch.randn(200, 5, generator=g)

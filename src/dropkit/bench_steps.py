@@ -3,7 +3,7 @@
 A stateful method's cost is not its forward alone: Neuron-Specific Dropout runs a validation batch through the
 model every step, clustering dropout re-clusters every T steps, Structural Dropout changes the width. So this
 times whole training steps — validation feed, supervised forward, backward, optimizer step, statistics update,
-exactly what ``dropkit.protocol``'s example loop does — of the lab's MLP (784–512–512–10, batch 64) with each
+exactly what ``dropkit.protocol``'s example loop does — of a plain MLP (784–512–512–10, batch 64) with each
 method attached after both hidden layers, side by side with the same MLP without a method and with
 ``nn.Dropout``, interleaved round by round. Re-clustering is amortised by timing whole multiples of T.
 """
@@ -13,6 +13,7 @@ from __future__ import annotations
 import statistics
 import sys
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 
 import torch
@@ -21,7 +22,7 @@ from torch import nn
 import dropkit
 from dropkit import protocol
 
-HIDDEN = ("body.relu1", "body.relu2")
+HIDDEN = ("relu1", "relu2")
 # Per method: parameters for the bench (clustering: T = 10 steps, so a round of 10 steps holds one re-clustering).
 STEP_METHODS: dict[str, dict] = {
     "ns_dropout": {"num_classes": 10},
@@ -33,10 +34,13 @@ STEPS_PER_ROUND = 10
 
 
 def _mlp() -> nn.Module:
-    from dropkit.lab.models import MLP
-
+    """Flatten → Linear(784, 512) → ReLU → Linear(512, 512) → ReLU → Linear(512, 10), seeded (methods go after
+    each ReLU). Its own, so the core's benchmark does not depend on the lab."""
     torch.manual_seed(0)
-    return MLP(1, 10, (28, 28), hidden=(512, 512))
+    return nn.Sequential(OrderedDict([
+        ("flatten", nn.Flatten()), ("fc1", nn.Linear(784, 512)), ("relu1", nn.ReLU()),
+        ("fc2", nn.Linear(512, 512)), ("relu2", nn.ReLU()), ("head", nn.Linear(512, 10)),
+    ]))
 
 
 def _step_fn(method: str | None, data) -> Callable[[], None]:

@@ -1,22 +1,15 @@
-"""The ``dropkit`` command: ``methods`` and ``bench`` here; the lab's commands come from the modules in
-``COMMAND_MODULES``, each of which exposes ``register_commands(subparsers)`` adding its sub-commands (each
-sub-command sets ``func`` to a callable taking the parsed ``args`` and returning an exit code)."""
+"""The ``dropkit`` command: ``methods`` and ``bench`` here; the lab's commands (``run``, ``sweep``, ``report``,
+``lab``, ``probe``, ``experts``) from ``dropkit.lab.cli.register_commands``, their one registration point. Each
+sub-command sets ``func`` to a callable taking the parsed ``args`` and returning an exit code."""
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import json
 import sys
 from collections.abc import Sequence
 
-# Modules that add sub-commands. A module that does not exist yet is skipped; one that exists must import.
-COMMAND_MODULES = (
-    "dropkit.lab.cli",
-    "dropkit.lab.structural_cli",
-    "dropkit.lab.experts_cli",
-)
+from dropkit import __version__
 
 
 def _format_table(rows: list[list[str]], header: list[str]) -> str:
@@ -33,7 +26,7 @@ def _cmd_methods(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([c.as_dict() for c in cards], indent=2, ensure_ascii=False))
         return 0
-    axes = ["element", "space", "theta", "sampling", "unit", "phase", "generality"]
+    axes = list(dropkit.TAXONOMY_AXES)
     if args.markdown:
         print("| method | family | kind | unit | θ depends on | paper | defaults |")
         print("|---|---|---|---|---|---|---|")
@@ -63,6 +56,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dropkit", description="Dropout-family regularizers and the lab that compares them.")
+    parser.add_argument("--version", action="version", version=f"dropkit {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("methods", help="list the registered methods with their taxonomy")
@@ -80,12 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench_arguments(p)
     p.set_defaults(func=_cmd_bench)
 
-    for module_name in COMMAND_MODULES:
-        if importlib.util.find_spec(module_name.rsplit(".", 1)[0]) is None:
-            continue
-        if importlib.util.find_spec(module_name) is None:
-            continue
-        importlib.import_module(module_name).register_commands(sub)
+    # The lab is a front-end of the library, so the core imports it only here, when the command line is built.
+    from dropkit.lab.cli import register_commands
+
+    register_commands(sub)
     return parser
 
 

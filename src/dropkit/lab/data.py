@@ -1,12 +1,22 @@
-"""The lab's data: Fashion-MNIST from IDX files, any ``.npz``, a generated medical-like segmentation set and a
-folder of images and masks. Nothing is ever downloaded.
+"""The lab's data: Fashion-MNIST from IDX files, any ``.npz``, a folder of class sub-folders (ImageFolder layout), a
+generated medical-like segmentation set and a folder of images and masks. Nothing is ever downloaded.
 
-Every loader returns a :class:`Dataset`: float32 images (N, C, H, W) normalised with the training subset's
-per-channel mean and std, int64 targets (class labels (N,), or per-pixel labels (N, H, W) for segmentation), and
-three disjoint splits. The training subset and the validation split are both drawn, stratified by class, from the
-file's training part with a fixed ``data_seed``, so every run of a comparison sees the same images whatever its
-own seed; the validation split is carved from the training images *not* in the subset, so ``train_size`` is the
-number of images the model learns from.
+Every loader returns a :class:`Dataset`: float32 inputs normalised with the training subset's per-channel (for
+flat features: per-feature) mean and std, int64 targets (class labels (N,), or per-pixel labels (N, H, W) for
+segmentation), and three disjoint splits. Inputs come in one of three kinds, told by :attr:`Dataset.kind`:
+
+- ``"image"``: (N, C, H, W), from an x of shape (N, H, W) or (N, C, H, W), at least 8×8;
+- ``"signal"``: (N, C, L), from an x of shape (N, C, L) or, with ``kind="signal"``, (N, L); at least 8 long;
+- ``"features"``: (N, F), from an x of shape (N, F).
+
+A 3-D x is ambiguous: it is read as signals when C < 8 ≤ L (no image is less than 8 rows tall), else as images
+(N, H, W). A 2-D x is read as features. An entry ``kind`` in the ``.npz`` (``"image"``, ``"signal"`` or
+``"features"``) settles either case.
+
+The training subset and the validation split are both drawn, stratified by class, from the file's training part
+with a fixed ``data_seed``, so every run of a comparison sees the same inputs whatever its own seed; the validation
+split is carved from the training inputs *not* in the subset, so ``train_size`` is the number of inputs the model
+learns from.
 """
 
 from __future__ import annotations
@@ -14,12 +24,15 @@ from __future__ import annotations
 import gzip
 import os
 import struct
+import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from dropkit.lab.config import PREPROCESSING
 
 __all__ = [
     "Dataset",
@@ -32,6 +45,10 @@ __all__ = [
     "stratified_indices",
     "generate_organs",
     "load_segmentation_folder",
+    "load_image_folder",
+    "folder_layout",
+    "kind_of_shape",
+    "DATA_KINDS",
     "load_dataset",
     "DATASET_NAMES",
 ]
@@ -51,6 +68,9 @@ DATASET_NAMES = ("fashion_mnist", "organs")
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
                0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
 _MIN_SIZE = 8
+#: what the inputs of a data set may be (see the module docstring)
+DATA_KINDS = ("image", "signal", "features")
+_KIND_SHAPES = {"image": {3: "N×H×W", 4: "N×C×H×W"}, "signal": {2: "N×L", 3: "N×C×L"}, "features": {2: "N×F"}}
 
 
 @dataclass
@@ -61,7 +81,7 @@ class Dataset:
         name: what was loaded (``"fashion_mnist"``, a path, ``"organs"``).
         task: ``"classification"`` or ``"segmentation"``.
         num_classes: number of classes (segmentation: including the background class 0).
-        x_*: float32 (N, C, H, W); y_*: int64 (N,) or (N, H, W).
+        x_*: float32 images (N, C, H, W), signals (N, C, L) or features (N, F); y_*: int64 (N,) or (N, H, W).
         class_names: optional names of the classes.
     """
 
@@ -77,15 +97,40 @@ class Dataset:
     class_names: tuple[str, ...] = ()
 
     @property
+    def kind(self) -> str:
+        """``"image"``, ``"signal"`` or ``"features"``, from the rank of the inputs."""
+        return kind_of_shape(tuple(self.x_train.shape[1:]))
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """One input's shape without the batch dimension: (C, H, W), (C, L) or (F,)."""
+        return tuple(int(s) for s in self.x_train.shape[1:])
+
+    @property
     def in_channels(self) -> int:
+        """C of an image or signal; F of flat features."""
         return int(self.x_train.shape[1])
 
     @property
-    def image_size(self) -> tuple[int, int]:
-        return int(self.x_train.shape[2]), int(self.x_train.shape[3])
+    def spatial_size(self) -> tuple[int, ...]:
+        """(H, W) of an image, (L,) of a signal, () of flat features."""
+        return tuple(int(s) for s in self.x_train.shape[2:])
+
+    @property
+    def image_size(self) -> tuple[int, ...]:
+        """The same as :attr:`spatial_size` (the name predates signals and features)."""
+        return self.spatial_size
 
     def sizes(self) -> dict[str, int]:
         return {"train": len(self.y_train), "val": len(self.y_val), "test": len(self.y_test)}
+
+
+def kind_of_shape(input_shape: tuple[int, ...]) -> str:
+    """The kind of data one input of shape (C, H, W), (C, L) or (F,) is."""
+    try:
+        return {3: "image", 2: "signal", 1: "features"}[len(input_shape)]
+    except KeyError:
+        raise ValueError(f"an input must be (C, H, W), (C, L) or (F,), got shape {input_shape}") from None
 
 
 # ----------------------------------------------------------------------------------------------- IDX files
@@ -145,9 +190,16 @@ def load_fashion_mnist(root: str | os.PathLike | None = None) -> dict[str, np.nd
 
 
 # ----------------------------------------------------------------------------------------------- npz files
-def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Arrays ``x_train, y_train, x_test, y_test`` of an ``.npz`` file (images N×H×W or N×C×H×W, integer labels,
-    or per-pixel integer masks N×H×W for a segmentation set), checked."""
+def load_npz(path: str | os.PathLike, *, kind: str | None = None) -> dict[str, np.ndarray]:
+    """Arrays ``x_train, y_train, x_test, y_test`` of an ``.npz`` file, checked, x in its canonical shape.
+
+    x holds images (N, H, W) or (N, C, H, W), signals (N, C, L) or (N, L), or features (N, F) (see the module
+    docstring for how the kind is told); y holds integer labels (N,), or per-pixel integer masks (N, H, W) for a
+    segmentation set of images.
+
+    Args:
+        kind: ``"image"``, ``"signal"`` or ``"features"``; None = the file's ``kind`` entry, else inferred.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"data file {str(path)!r} does not exist")
@@ -155,34 +207,69 @@ def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
         with np.load(path, allow_pickle=False) as npz:
             found = list(npz.files) if hasattr(npz, "files") else None
             arrays = {k: npz[k] for k in ("x_train", "y_train", "x_test", "y_test") if found and k in found}
+            stored_kind = npz["kind"] if found and "kind" in found else None
     except Exception as err:  # zipfile.BadZipFile, OSError, pickle refusals: all "not a readable npz"
         raise ValueError(f"{path}: not a readable .npz file ({type(err).__name__}: {err})") from None
     missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in arrays]
     if missing:
         raise ValueError(f"{path}: missing key(s) {missing}; an .npz for the lab needs x_train, y_train, x_test, "
                          f"y_test (found {sorted(found or [])})")
+    if kind is None and stored_kind is not None:
+        if stored_kind.ndim != 0 or stored_kind.dtype.kind not in "US":
+            raise ValueError(f"{path}: the entry 'kind' must be one string {DATA_KINDS}, got {stored_kind!r}")
+        kind = str(stored_kind)
     task = "segmentation" if arrays["y_train"].ndim == 3 else "classification"
-    return _check_arrays(arrays, str(path), task=task)
+    return _check_arrays(arrays, str(path), task=task, kind=kind)
 
 
-def _check_arrays(arrays: dict[str, np.ndarray], source: str, *, task: str) -> dict[str, np.ndarray]:
-    for split in ("train", "test"):
-        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
-        if x.ndim not in (3, 4):
-            raise ValueError(f"{source}: x_{split} must be N×H×W or N×C×H×W images, got shape {x.shape}")
-        if not (np.issubdtype(x.dtype, np.number) and not np.issubdtype(x.dtype, np.complexfloating)):
-            raise ValueError(f"{source}: x_{split} must hold real numbers, got dtype {x.dtype}")
-        if x.ndim == 3:
-            x = arrays[f"x_{split}"] = x[:, None]
+def _canonical_x(x: np.ndarray, source: str, name: str, kind: str | None) -> np.ndarray:
+    """x as (N, C, H, W) images, (N, C, L) signals or (N, F) features; refuses what fits none."""
+    if kind is not None and kind not in DATA_KINDS:
+        raise ValueError(f"{source}: kind must be one of {DATA_KINDS}, got {kind!r}")
+    accepted = "images N×H×W or N×C×H×W, signals N×C×L (or N×L with kind='signal'), or features N×F"
+    if x.ndim not in (2, 3, 4):
+        raise ValueError(f"{source}: {name} must hold {accepted}; got shape {x.shape}")
+    if kind is None:
+        if x.ndim == 4:
+            kind = "image"
+        elif x.ndim == 3:
+            kind = "signal" if x.shape[1] < _MIN_SIZE <= x.shape[2] else "image"
+        else:
+            kind = "features"
+    if x.ndim not in _KIND_SHAPES[kind]:
+        raise ValueError(f"{source}: {name} of shape {x.shape} cannot hold {kind} data, which are "
+                         f"{' or '.join(_KIND_SHAPES[kind].values())}")
+    if kind == "image":
+        x = x[:, None] if x.ndim == 3 else x
         if x.shape[1] > 16:
-            raise ValueError(f"{source}: x_{split} has {x.shape[1]} channels; images must be N×C×H×W with "
+            raise ValueError(f"{source}: {name} has {x.shape[1]} channels; images must be N×C×H×W with "
                              "C ≤ 16 (channels-last N×H×W×C is not accepted: transpose it first)")
         if min(x.shape[2:]) < _MIN_SIZE:
-            raise ValueError(f"{source}: images must be at least {_MIN_SIZE}×{_MIN_SIZE}, got {x.shape[2:]}")
+            raise ValueError(f"{source}: images must be at least {_MIN_SIZE}×{_MIN_SIZE}, got {x.shape[2:]} in "
+                             f"{name} {x.shape} (a 3-D x is read as signals N×C×L only when C < {_MIN_SIZE} ≤ L; "
+                             "an entry kind='signal' in the file says so explicitly)")
+    elif kind == "signal":
+        x = x[:, None] if x.ndim == 2 else x
+        if x.shape[2] < _MIN_SIZE:
+            raise ValueError(f"{source}: signals must be at least {_MIN_SIZE} long, got length {x.shape[2]} in "
+                             f"{name} {x.shape} (channels-last N×L×C is not accepted: transpose it first)")
+    return x
+
+
+def _check_arrays(arrays: dict[str, np.ndarray], source: str, *, task: str,
+                  kind: str | None = None) -> dict[str, np.ndarray]:
+    for split in ("train", "test"):
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if not (np.issubdtype(x.dtype, np.number) and not np.issubdtype(x.dtype, np.complexfloating)):
+            raise ValueError(f"{source}: x_{split} must hold real numbers, got dtype {x.dtype}")
+        x = arrays[f"x_{split}"] = _canonical_x(x, source, f"x_{split}", kind)
         if len(x) == 0:
             raise ValueError(f"{source}: x_{split} is empty")
         if not np.issubdtype(y.dtype, np.integer):
             raise ValueError(f"{source}: y_{split} must hold integer labels, got dtype {y.dtype}")
+        if task == "segmentation" and x.ndim != 4:
+            raise ValueError(f"{source}: y_{split} holds per-position labels {y.shape}, which are supported for "
+                             f"images only; x_{split} {x.shape} holds {kind_of_shape(x.shape[1:])} data")
         want = (len(x),) if task == "classification" else (len(x), *x.shape[2:])
         if y.shape != want:
             raise ValueError(f"{source}: y_{split} has shape {y.shape}, expected {want} to match x_{split} "
@@ -190,7 +277,7 @@ def _check_arrays(arrays: dict[str, np.ndarray], source: str, *, task: str) -> d
         if not np.isfinite(x).all():
             raise ValueError(f"{source}: x_{split} holds NaN or infinite values")
     if arrays["x_train"].shape[1:] != arrays["x_test"].shape[1:]:
-        raise ValueError(f"{source}: train images {arrays['x_train'].shape[1:]} and test images "
+        raise ValueError(f"{source}: train inputs {arrays['x_train'].shape[1:]} and test inputs "
                          f"{arrays['x_test'].shape[1:]} differ in shape")
     lo = min(int(arrays["y_train"].min()), int(arrays["y_test"].min()))
     num_classes = int(arrays["y_train"].max()) + 1
@@ -237,18 +324,15 @@ def _to_tensors(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> torch.Tenso
     return torch.from_numpy(np.ascontiguousarray(x))
 
 
-PREPROCESSING = (None, "edges")
-
-
 def _preprocess(x: np.ndarray, preprocess: str | None) -> np.ndarray:
     """Apply a preprocessing transform to raw images (N, C, H, W) before normalisation.
 
-    ``"edges"``: the dental-imaging recipe (``dropkit.transforms.edges``: erosion, Gaussian blur, Canny) on images
+    ``"edges"``: the dental-imaging recipe (``dropkit.lab.recipes.dental.edges``: erosion, Gaussian blur, Canny) on images
     scaled to [0, 1] (uint8 by 1/255, other data by their own min and max).
     """
     if preprocess is None:
         return x
-    from dropkit.transforms import edges
+    from dropkit.lab.recipes.dental import edges
 
     if x.dtype == np.uint8:
         unit = x.astype(np.float32) / 255.0
@@ -280,6 +364,9 @@ def _split(arrays: dict[str, np.ndarray], name: str, task: str, *, train_size: i
         if test_size < 1:
             raise ValueError(f"{name}: test_size must be ≥ 1, got {test_size}")
         test_idx = stratified_indices(strat_te, test_size, seed=data_seed + 2)
+    if preprocess is not None and x_tr.ndim != 4:
+        raise ValueError(f"{name}: preprocess {preprocess!r} works on images; these data are "
+                         f"{kind_of_shape(x_tr.shape[1:])} {x_tr.shape[1:]}")
     if preprocess is not None:  # only the selected images: the transform is per image, the pool may be large
         x_tr = x_tr.copy() if x_tr.dtype != np.uint8 else x_tr.astype(np.float32)
         x_te = x_te.copy() if x_te.dtype != np.uint8 else x_te.astype(np.float32)
@@ -288,8 +375,9 @@ def _split(arrays: dict[str, np.ndarray], name: str, task: str, *, train_size: i
         x_tr[picked] = _preprocess(raw_tr[picked], preprocess)
         x_te[test_idx] = _preprocess(raw_te[test_idx], preprocess)
     xt = x_tr[train_idx].astype(np.float64)
-    mean = xt.mean(axis=(0, 2, 3), keepdims=True)[0].astype(np.float32)
-    std = np.maximum(xt.std(axis=(0, 2, 3), keepdims=True)[0], 1e-6).astype(np.float32)
+    axes = (0, *range(2, xt.ndim))  # per channel; for flat features (N, F), per feature
+    mean = xt.mean(axis=axes, keepdims=True)[0].astype(np.float32)
+    std = np.maximum(xt.std(axis=axes, keepdims=True)[0], 1e-6).astype(np.float32)
     num_classes = int(max(y_tr.max(), y_te.max())) + 1
     return Dataset(
         name=name, task=task, num_classes=num_classes,
@@ -394,27 +482,175 @@ def load_segmentation_folder(path: str | os.PathLike, *, test_fraction: float = 
     return _check_arrays(arrays, str(path), task="segmentation")
 
 
+# ------------------------------------------------------------------------------------ ImageFolder layout
+#: file suffixes an ImageFolder's class sub-folders are read for (others, e.g. notes or thumbnails DBs, are skipped)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+_GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
+
+
+def _class_folders(path: Path) -> list[Path]:
+    return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _read_image(path: Path) -> np.ndarray:
+    """One image as (C, H, W): grayscale (1 channel, 8-bit or wider kept as it is) or RGB (3, alpha dropped)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            img.load()
+            if img.mode in _GRAY_MODES:
+                # wide grayscale (16-bit PNG, float TIFF-like modes) would be clipped by "L": keep it as floats
+                img = img.convert("L" if img.mode in ("1", "L", "LA") else "F")
+                return np.asarray(img)[None]
+            return np.moveaxis(np.asarray(img.convert("RGB")), -1, 0)
+    except (UnidentifiedImageError, OSError, ValueError) as err:
+        raise ValueError(f"{path}: not a readable image ({type(err).__name__}: {err})") from None
+
+
+def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    from PIL import Image
+
+    if image.shape[1:] == size:
+        return image
+    # Pillow resizes per channel ("F" mode keeps the dynamic range), bilinear, (W, H) order
+    planes = [np.asarray(Image.fromarray(c.astype(np.float32)).resize(size[::-1], Image.BILINEAR))
+              for c in image]
+    out = np.stack(planes)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8) if image.dtype == np.uint8 else out
+
+
+def _read_image_classes(root: Path, class_names: tuple[str, ...] | None = None
+                        ) -> tuple[list[np.ndarray], np.ndarray, tuple[str, ...]]:
+    folders = _class_folders(root)
+    names = tuple(f.name for f in folders)
+    if class_names is not None and names != class_names:
+        raise ValueError(f"{root}: class folders {list(names)} differ from the training classes {list(class_names)}")
+    if class_names is None and len(folders) < 2:
+        raise ValueError(f"{root}: an ImageFolder needs at least 2 class sub-folders, found {list(names)}")
+    images: list[np.ndarray] = []
+    labels: list[int] = []
+    for label, folder in enumerate(folders):
+        files = _image_files(folder)
+        if not files:
+            seen = sorted({p.suffix or p.name for p in folder.iterdir()})[:8]
+            raise ValueError(f"{folder}: class folder holds no {'/'.join(IMAGE_SUFFIXES)} image (found {seen})")
+        images += [_read_image(f) for f in files]
+        labels += [label] * len(files)
+    return images, np.asarray(labels, dtype=np.int64), names
+
+
+def _common_size(images: list[np.ndarray], image_size: int | tuple[int, int] | None) -> tuple[int, int]:
+    if image_size is not None:
+        size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+        if len(size) != 2 or min(size) < _MIN_SIZE:
+            raise ValueError(f"image_size must be a side or (H, W), each ≥ {_MIN_SIZE}, got {image_size!r}")
+        return size  # type: ignore[return-value]
+    counts: dict[tuple[int, int], int] = {}
+    for im in images:
+        counts[im.shape[1:]] = counts.get(im.shape[1:], 0) + 1
+    # the most frequent size; ties go to the smaller image (cheaper, and no image is blown up more than needed)
+    return min(counts, key=lambda s: (-counts[s], s[0] * s[1], s))
+
+
+def _stack_images(images: list[np.ndarray], size: tuple[int, int], rgb: bool, source: Path) -> np.ndarray:
+    resized = 0
+    out = []
+    for im in images:
+        if rgb and im.shape[0] == 1:
+            im = np.repeat(im, 3, axis=0)
+        if im.shape[1:] != size:
+            im, resized = _resize(im, size), resized + 1
+        out.append(im)
+    if resized:
+        warnings.warn(f"{source}: {resized} of {len(images)} images resized to {size[0]}×{size[1]} (bilinear)",
+                      stacklevel=3)
+    dtype = np.uint8 if all(im.dtype == np.uint8 for im in out) else np.float32
+    return np.stack([im.astype(dtype) for im in out])
+
+
+def load_image_folder(path: str | os.PathLike, *, test_fraction: float = 0.2, seed: int = 0,
+                      image_size: int | tuple[int, int] | None = None
+                      ) -> tuple[dict[str, np.ndarray], tuple[str, ...]]:
+    """A classification set in the ImageFolder layout, read with Pillow: ``path/<class>/*.png|jpg|jpeg`` (then a
+    stratified ``test_fraction`` of it is the test part), or ``path/train/<class>/…`` with ``path/test/<class>/…``.
+
+    Classes are the sub-folder names in sorted order. Images are grayscale (one channel; 16-bit kept) unless any
+    image is in colour, then all are RGB (alpha dropped). Images of other sizes are resized (bilinear, with a
+    warning) to ``image_size`` or, by default, to the most frequent size among them.
+
+    Returns:
+        (arrays, class_names): the checked arrays ``x_train``, ``y_train``, ``x_test``, ``y_test``.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"image folder {str(path)!r} does not exist")
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    if (path / "train").is_dir() and (path / "test").is_dir():
+        tr_images, y_tr, names = _read_image_classes(path / "train")
+        te_images, y_te, _ = _read_image_classes(path / "test", names)
+        images, labels = tr_images + te_images, np.concatenate([y_tr, y_te])
+        test_idx = np.arange(len(tr_images), len(images))
+    else:
+        images, labels, names = _read_image_classes(path)
+        n_test = max(1, int(round(test_fraction * len(images))))
+        if n_test >= len(images):
+            raise ValueError(f"{path}: {len(images)} images are too few to split off a test part")
+        test_idx = stratified_indices(labels, n_test, seed=seed + 3)
+    rgb = any(im.shape[0] == 3 for im in images)
+    x = _stack_images(images, _common_size(images, image_size), rgb, path)
+    train_idx = np.setdiff1d(np.arange(len(images)), test_idx)
+    arrays = {"x_train": x[train_idx], "y_train": labels[train_idx], "x_test": x[test_idx], "y_test": labels[test_idx]}
+    return _check_arrays(arrays, str(path), task="classification", kind="image"), names
+
+
+def folder_layout(path: str | os.PathLike) -> str:
+    """Which data folder ``path`` is: ``"segmentation"`` (sub-folders ``images/`` and ``masks/``), ``"idx"`` (the
+    four Fashion-MNIST IDX files) or ``"image_folder"`` (class sub-folders, or ``train/`` and ``test/`` holding
+    them). Checked in that order, so an ImageFolder must not name two of its classes ``images`` and ``masks``."""
+    path = Path(path)
+    if (path / "images").is_dir() and ((path / "masks").is_dir() or len(_class_folders(path)) == 1):
+        return "segmentation"  # an images/ folder alone is a segmentation folder missing its masks: say so
+    if all((path / f).is_file() for f in IDX_FILES.values()):
+        return "idx"
+    if _class_folders(path):
+        return "image_folder"
+    raise ValueError(f"{path}: a data folder must hold the sub-folders images/ and masks/ (segmentation), the four "
+                     f"IDX files {list(IDX_FILES.values())}, or one sub-folder of PNG/JPEG images per class "
+                     "(ImageFolder layout, optionally split into train/ and test/)")
+
+
 # --------------------------------------------------------------------------------------------- dispatcher
 def load_dataset(name_or_path: str, *, train_size: int | None = None, val_size: int | None = None,
-                 test_size: int | None = None, data_seed: int = 0, image_size: int = 64,
-                 preprocess: str | None = None) -> Dataset:
-    """Load ``"fashion_mnist"``, ``"organs"`` (generated segmentation set), an ``.npz`` file, a folder of IDX files
-    or a segmentation folder (``images/`` + ``masks/``) and split it.
+                 test_size: int | None = None, data_seed: int = 0, image_size: int | None = None,
+                 preprocess: str | None = None, kind: str | None = None) -> Dataset:
+    """Load ``"fashion_mnist"``, ``"organs"`` (generated segmentation set), an ``.npz`` file, or a folder (see
+    :func:`folder_layout`: a segmentation folder, the IDX files, an ImageFolder) and split it.
 
     Args:
-        train_size: images to train on (a stratified subset); None = all but the validation split.
-        val_size: validation images, carved from the training images not in the subset; None = a tenth of the
-            training images, at most 500 (``organs``: 8).
-        test_size: a stratified subset of the test images; None = all.
+        train_size: inputs to train on (a stratified subset); None = all but the validation split.
+        val_size: validation inputs, carved from the training inputs not in the subset; None = a tenth of the
+            training inputs, at most 500 (``organs``: 8).
+        test_size: a stratified subset of the test inputs; None = all.
         data_seed: fixes the subsets (the same for every run of a comparison).
-        image_size: side of the generated ``organs`` images.
+        image_size: side of the generated ``organs`` images (default 64); for an ImageFolder, the side (or
+            (H, W)) every image is resized to (default: the most frequent size among them).
         preprocess: None or ``"edges"`` (the dental-imaging recipe's edge maps, applied before normalisation).
+        kind: for an ``.npz``: ``"image"``, ``"signal"`` or ``"features"`` (default: the file's ``kind`` entry,
+            else inferred from the shape; see the module docstring).
     """
     if not isinstance(name_or_path, str) or not name_or_path:
         raise TypeError(f"data must be a dataset name {DATASET_NAMES} or a path, got {name_or_path!r}")
     key = name_or_path.lower().replace("-", "_")
     if preprocess not in PREPROCESSING:
         raise ValueError(f"preprocess must be one of {PREPROCESSING}, got {preprocess!r}")
+    if kind is not None and kind not in DATA_KINDS:
+        raise ValueError(f"kind must be one of {DATA_KINDS} or None, got {kind!r}")
     common = dict(train_size=train_size, val_size=val_size, test_size=test_size, data_seed=data_seed,
                   preprocess=preprocess)
     if key == "fashion_mnist":
@@ -424,7 +660,8 @@ def load_dataset(name_or_path: str, *, train_size: int | None = None, val_size: 
         n_train = 24 if train_size is None else train_size
         val_size = 8 if val_size is None else val_size
         n_test = 64 if test_size is None else test_size
-        x, y = generate_organs(n_train + val_size + n_test, size=image_size, seed=1000 + data_seed)
+        x, y = generate_organs(n_train + val_size + n_test, size=64 if image_size is None else image_size,
+                               seed=1000 + data_seed)
         arrays = {"x_train": x[: n_train + val_size], "y_train": y[: n_train + val_size],
                   "x_test": x[n_train + val_size:], "y_test": y[n_train + val_size:]}
         return _split(arrays, "organs", "segmentation",
@@ -432,16 +669,17 @@ def load_dataset(name_or_path: str, *, train_size: int | None = None, val_size: 
                       **{**common, "train_size": n_train, "val_size": val_size, "test_size": None})
     path = Path(name_or_path)
     if path.suffix == ".npz":
-        arrays = load_npz(path)
+        arrays = load_npz(path, kind=kind)
         task = "segmentation" if arrays["y_train"].ndim == 3 else "classification"
         return _split(arrays, str(path), task, **common)
     if path.is_dir():
-        if (path / "images").is_dir():
+        layout = folder_layout(path)
+        if layout == "segmentation":
             return _split(load_segmentation_folder(path, seed=data_seed), str(path), "segmentation", **common)
-        if all((path / f).is_file() for f in IDX_FILES.values()):
+        if layout == "idx":
             return _split(load_fashion_mnist(path), str(path), "classification", **common)
-        raise ValueError(f"{path}: a data folder must hold the four IDX files {list(IDX_FILES.values())} or the "
-                         "sub-folders images/ and masks/")
+        arrays, names = load_image_folder(path, seed=data_seed, image_size=image_size)
+        return _split(arrays, str(path), "classification", class_names=names, **common)
     if not path.exists() and os.sep not in name_or_path and "." not in name_or_path:
         raise ValueError(f"unknown dataset {name_or_path!r}; use one of {DATASET_NAMES}, an .npz file or a folder")
     raise FileNotFoundError(f"data {name_or_path!r} does not exist (expected {DATASET_NAMES}, an .npz file or a folder)")

@@ -1,15 +1,19 @@
-"""The lab's models: a small CNN, a small CIFAR-style ResNet, an MLP and a 2-D U-Net, for any image from 8×8 up.
+"""The lab's models: a small CNN, a small CIFAR-style ResNet and a 2-D U-Net for any image from 8×8 up, a small
+1-D CNN for signals (C, L) from length 8 up, an MLP for any input (it flattens), and the user's own model
+(``FILE.py:NAME``, see ``dropkit.lab.user_model``).
 
 Every model names its insertion points, grouped by kind, in ``insertion_points`` (names as in
 ``model.named_modules()``; a method is attached *after* each named module with ``dropkit.attach``), and names in
-``probe_point`` the module whose output feeds the final layer (what the co-adaptation probe masks). The points
-of a group are the same for every method, so a comparison is fair:
+``probe_point`` the module whose output feeds the final layer (what the co-adaptation probe masks). The points of
+a group are the same for every method, so a comparison is fair (a model without ``insertion_points``, such as the
+user's own, gets its points found automatically: ``dropkit.lab.insertion``):
 
 - ``"conv"``: feature maps (N, C, H, W) — the last two conv stages of the CNN and ResNet (where the DropBlock
-  paper places its layers), between the two convolutions of every U-Net stage (Heuristic Dropout's placement).
+  paper places its layers), between the two convolutions of every U-Net stage (Heuristic Dropout's placement);
+  (N, C, L) at the last two stages of the 1-D CNN.
 - ``"fc"``: flat features (N, F) — before the CNN's/ResNet's classifier, after each hidden layer of the MLP.
 - ``"branch"``: the ResNet's residual branches before the addition (where drop-path acts).
-- ``"input"``: the images entering the model (input-space methods such as Cutout); for the MLP, the flattened
+- ``"input"``: the inputs entering the model (input-space methods such as Cutout); for the MLP, the flattened
   input (input dropout).
 """
 
@@ -23,7 +27,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["SmallCNN", "ResNet", "MLP", "UNet", "MODELS", "build_model", "feature_shapes"]
+from dropkit.lab.config import VARIANTS
+
+__all__ = ["SmallCNN", "SignalCNN", "ResNet", "MLP", "UNet", "MODELS", "MODEL_INPUTS", "build_model",
+           "feature_shapes"]
 
 
 def _pool_or_identity(size: int) -> nn.Module:
@@ -36,8 +43,8 @@ def _pool_or_identity(size: int) -> nn.Module:
 # weights of the layer it replaces), "stochastic_pooling" each 2×2 max-pool by stochastic pooling (Zeiler & Fergus
 # 2013; after a ReLU, so inputs are non-negative), "standout" each hidden linear + ReLU of the MLP by a Standout
 # layer (Ba & Frey 2013). The insertion points keep their names (a replaced ReLU becomes an identity).
-CNN_VARIANTS = (None, "maxout", "stochastic_pooling")
-MLP_VARIANTS = (None, "maxout", "standout")
+CNN_VARIANTS = VARIANTS["cnn"]
+MLP_VARIANTS = VARIANTS["mlp"]
 
 
 def _variant_conv(c_in: int, c_out: int, variant: str | None) -> nn.Module:
@@ -89,6 +96,41 @@ class SmallCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.flatten(self.features(self.input(x))))
+
+
+def _pool1d_or_identity(length: int) -> nn.Module:
+    # As _pool_or_identity: halve signals while they stay at least 2 long after pooling.
+    return nn.MaxPool1d(2) if length >= 4 else nn.Identity()
+
+
+class SignalCNN(nn.Module):
+    """The small CNN's 1-D twin for signals (C, L): Conv1d k5 (C→w)–ReLU–MaxPool → Conv1d(w→2w)–ReLU–MaxPool →
+    [conv point] → Conv1d(2w→4w)–ReLU → [conv point] → global average pool → Flatten → [fc point] → Linear.
+
+    The global average pool (as in Wang, Yan & Oates's fully convolutional time-series baseline, 2017) keeps the
+    classifier's size independent of the signal's length. No BatchNorm, for the same reason as the small CNN."""
+
+    def __init__(self, in_channels: int, num_classes: int, spatial_size: Sequence[int], width: int = 32) -> None:
+        super().__init__()
+        if len(spatial_size) != 1:
+            raise ValueError(f"cnn1d: signals must be (C, L), got a spatial size {tuple(spatial_size)}")
+        length = spatial_size[0]
+        pool1 = _pool1d_or_identity(length)
+        pool2 = _pool1d_or_identity(length // 2 if isinstance(pool1, nn.MaxPool1d) else length)
+        self.input = nn.Identity()
+        self.features = nn.Sequential(OrderedDict([
+            ("conv1", nn.Conv1d(in_channels, width, 5, padding=2)), ("relu1", nn.ReLU()), ("pool1", pool1),
+            ("conv2", nn.Conv1d(width, 2 * width, 5, padding=2)), ("relu2", nn.ReLU()), ("pool2", pool2),
+            ("conv3", nn.Conv1d(2 * width, 4 * width, 5, padding=2)), ("relu3", nn.ReLU()),
+        ]))
+        self.pool = nn.AdaptiveAvgPool1d(1)
+        self.flatten = nn.Flatten()
+        self.head = nn.Linear(4 * width, num_classes)
+        self.insertion_points = {"conv": ["features.pool2", "features.relu3"], "fc": ["flatten"], "input": ["input"]}
+        self.probe_point = "features"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.flatten(self.pool(self.features(self.input(x)))))
 
 
 class BasicBlock(nn.Module):
@@ -147,9 +189,12 @@ class ResNet(nn.Module):
 
 
 class MLP(nn.Module):
-    """Flatten → (Linear → ReLU) × len(hidden) → Linear; points after every hidden ReLU and on the input."""
+    """Flatten → (Linear → ReLU) × len(hidden) → Linear; points after every hidden ReLU and on the input.
 
-    def __init__(self, in_channels: int, num_classes: int, image_size: Sequence[int],
+    Takes any input: ``spatial_size`` is (H, W) for images, (L,) for signals, () for flat features (then
+    ``in_channels`` is the number of features)."""
+
+    def __init__(self, in_channels: int, num_classes: int, spatial_size: Sequence[int] = (),
                  hidden: Sequence[int] = (512, 512), variant: str | None = None) -> None:
         super().__init__()
         if variant not in MLP_VARIANTS:
@@ -157,7 +202,7 @@ class MLP(nn.Module):
         self.input = nn.Identity()
         self.flatten = nn.Flatten()
         layers: list[tuple[str, nn.Module]] = []
-        f_in = in_channels * image_size[0] * image_size[1]
+        f_in = in_channels * math.prod(spatial_size)
         for i, f_out in enumerate(hidden, start=1):
             if variant == "maxout":
                 from dropkit.methods.maxout import Maxout
@@ -242,34 +287,58 @@ class UNet(nn.Module):
 
 
 def _edge_mlp(*args, **kwargs) -> nn.Module:
-    # Imported on use: edge_mlp imports the method modules, which need not load with the lab's models.
-    from dropkit.lab.edge_mlp import EdgeMLP
+    # Imported on use: the recipe imports the method modules, which need not load with the lab's models.
+    from dropkit.lab.recipes.dental import EdgeMLP
 
     return EdgeMLP(*args, **kwargs)
 
 
 # "edge_mlp": the dental-imaging recipe's MLP, with dropout 0.3 between the input and the first hidden layer built
 # in (model_params {"p_in": 0} gives the same MLP without it); pair it with --preprocess edges.
-MODELS = {"cnn": SmallCNN, "resnet": ResNet, "mlp": MLP, "edge_mlp": _edge_mlp, "unet": UNet}
+MODELS = {"cnn": SmallCNN, "cnn1d": SignalCNN, "resnet": ResNet, "mlp": MLP, "edge_mlp": _edge_mlp, "unet": UNet}
+#: the kind of input each built-in model takes (``dropkit.lab.data.DATA_KINDS``); None: any
+MODEL_INPUTS: dict[str, str | None] = {"cnn": "image", "cnn1d": "signal", "resnet": "image", "mlp": None,
+                                       "edge_mlp": "image", "unet": "image"}
+_MODELS_FOR = {"image": "cnn, resnet, mlp (unet for segmentation)", "signal": "cnn1d or mlp", "features": "mlp"}
 
 
-VARIANTS = {"cnn": CNN_VARIANTS, "mlp": MLP_VARIANTS}
-
-
-def build_model(name: str, in_channels: int, num_classes: int, image_size: Sequence[int],
+def build_model(name: str, in_channels: int, num_classes: int, spatial_size: Sequence[int],
                 variant: str | None = None, **kwargs) -> nn.Module:
-    """Build lab model ``name`` (one of ``MODELS``) for images (in_channels, *image_size) and ``num_classes``;
-    ``variant`` swaps in a block regularizer (``VARIANTS``)."""
+    """Build lab model ``name`` for inputs (in_channels, *spatial_size) and ``num_classes``.
+
+    Args:
+        name: one of ``MODELS``, or ``FILE.py:NAME`` for the user's own model (``dropkit.lab.user_model``).
+        spatial_size: (H, W) for images, (L,) for signals, () for flat features (``Dataset.spatial_size``).
+        variant: swaps in a block regularizer (``VARIANTS``); built-in models only.
+        **kwargs: the model's own parameters (``model_params``).
+    """
+    from dropkit.lab.data import kind_of_shape
+    from dropkit.lab.user_model import is_user_model_spec, load_user_model
+
+    spatial_size = tuple(int(s) for s in spatial_size)
+    input_shape = (int(in_channels), *spatial_size)
+    kind = kind_of_shape(input_shape)
+    if is_user_model_spec(name):
+        if variant is not None:
+            raise ValueError(f"model {name}: variants ({variant!r}) exist for the built-in models only")
+        return load_user_model(name, in_channels=in_channels, num_classes=num_classes, input_shape=input_shape,
+                               **kwargs)
     if name not in MODELS:
-        raise ValueError(f"model must be one of {sorted(MODELS)}, got {name!r}")
+        raise ValueError(f"model must be one of {sorted(MODELS)} or FILE.py:NAME, got {name!r}")
     if variant not in VARIANTS.get(name, (None,)):
         raise ValueError(f"model {name}: variant must be one of {VARIANTS.get(name, (None,))}, got {variant!r}")
     if variant is not None:
         kwargs["variant"] = variant
-    if min(image_size) < 8:
-        raise ValueError(f"model {name}: images must be at least 8×8, got {tuple(image_size)}")
+    wanted = MODEL_INPUTS[name]
+    if wanted is not None and wanted != kind:
+        raise ValueError(f"model {name} takes {wanted} data, but these inputs are {kind} data of shape "
+                         f"{input_shape}; for {kind} data use {_MODELS_FOR[kind]}")
+    if kind == "image" and min(spatial_size) < 8:
+        raise ValueError(f"model {name}: images must be at least 8×8, got {spatial_size}")
+    if kind == "signal" and spatial_size[0] < 8:
+        raise ValueError(f"model {name}: signals must be at least 8 long, got {spatial_size[0]}")
     try:
-        return MODELS[name](in_channels, num_classes, tuple(image_size), **kwargs)
+        return MODELS[name](in_channels, num_classes, spatial_size, **kwargs)
     except TypeError as err:
         raise ValueError(f"model {name}: bad model parameters {kwargs}: {err}") from None
 

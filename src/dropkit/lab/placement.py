@@ -23,7 +23,8 @@ from typing import Any
 
 from torch import nn
 
-__all__ = ["PAPER_PLACEMENT", "placement_group", "resolve_points", "adapt_params"]
+__all__ = ["PAPER_PLACEMENT", "preferred_group", "placement_group", "resolve_points", "adapt_params",
+           "attach_params"]
 
 #: method name → group, where the paper says where the method goes (see the module docstring)
 PAPER_PLACEMENT: Mapping[str, str] = {
@@ -36,6 +37,17 @@ PAPER_PLACEMENT: Mapping[str, str] = {
 _ELEMENT_UNITS = ("element", "weight")
 
 
+def preferred_group(card: Any) -> str:
+    """The group method ``card`` belongs to by its paper or its taxonomy (module docstring), whatever the model:
+    ``"conv"``, ``"fc"``, ``"branch"`` or ``"input"``."""
+    wanted = PAPER_PLACEMENT.get(card.name)
+    if wanted is None and card.taxonomy.get("space") == "input":
+        wanted = "input"
+    if wanted is None:
+        wanted = "fc" if card.taxonomy.get("unit") in _ELEMENT_UNITS else "conv"
+    return wanted
+
+
 def placement_group(card: Any, model: nn.Module, requested: str | None = None) -> str:
     """The group of ``model.insertion_points`` that method ``card`` goes to (``requested`` wins if given)."""
     points = model.insertion_points
@@ -44,11 +56,7 @@ def placement_group(card: Any, model: nn.Module, requested: str | None = None) -
             raise ValueError(f"placement must be one of {sorted(points)} for {type(model).__name__}, "
                              f"got {requested!r}")
         return requested
-    wanted = PAPER_PLACEMENT.get(card.name)
-    if wanted is None and card.taxonomy.get("space") == "input":
-        wanted = "input"
-    if wanted is None:
-        wanted = "fc" if card.taxonomy.get("unit") in _ELEMENT_UNITS else "conv"
+    wanted = preferred_group(card)
     for group in (wanted, "conv", "fc"):  # e.g. drop-path in a model without residual branches: conv maps
         if group in points:
             return group
@@ -86,3 +94,13 @@ def adapt_params(card: Any, params: Mapping[str, Any], shapes: Mapping[str, tupl
         fit -= (fit + 1) % 2  # largest odd value ≤ half the smallest side
         resolved["block_size"] = max(1, min(default_block, fit))
     return resolved
+
+
+def attach_params(card: Any, params: Mapping[str, Any], shapes: Mapping[str, tuple[int, ...]]) -> dict[str, Any]:
+    """What to pass to ``dropkit.attach``: ``params``, plus ``block_size`` where ``adapt_params`` fitted it to
+    small maps (the card's defaults fill the rest inside ``dropkit.create``)."""
+    passed = dict(params)
+    resolved = adapt_params(card, params, shapes)
+    if "block_size" in resolved and resolved["block_size"] != card.defaults.get("block_size"):
+        passed["block_size"] = resolved["block_size"]
+    return passed

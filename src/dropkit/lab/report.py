@@ -19,14 +19,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from dropkit.lab.config import BASELINE
 from dropkit.lab.stats import binomial_se, mean_std, paired_test
 from dropkit.lab.store import Store
-from dropkit.lab.train import BASELINE
 
 __all__ = ["summarize", "write_report", "summary_table"]
 
 _ARM_FIELDS = ("method", "variant", "params", "placement", "group_params", "seed", "probe")
-_AXES = ("element", "space", "theta", "sampling", "unit", "phase", "generality")
 
 
 def _arm_label(config: dict[str, Any]) -> str:
@@ -326,13 +325,15 @@ def _noise_note(comp: dict[str, Any]) -> str:
 
 
 def _taxonomy_rows(comp: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    header = ["method", "family", "kind", *_AXES, "paper"]
+    from dropkit.registry import TAXONOMY_AXES  # the cards' own axes; the cards were loaded by summarize()
+
+    header = ["method", "family", "kind", *TAXONOMY_AXES, "paper"]
     rows = []
     for arm in comp["arms"]:
         card = arm["card"]
         if card is None:
             continue
-        row = [arm["label"], card.family, card.kind, *[card.taxonomy.get(a, "") for a in _AXES], card.paper]
+        row = [arm["label"], card.family, card.kind, *[card.taxonomy.get(a, "") for a in TAXONOMY_AXES], card.paper]
         if row not in rows:
             rows.append(row)
     return header, rows

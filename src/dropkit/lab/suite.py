@@ -11,9 +11,9 @@ Budget (≤ 10 min on 2 cores), measured here (2 cores, torch 2.13 CPU, nothing 
 48 runs (16 arms × 3 seeds) took 11.7 min with two 1-thread worker processes (about 28 s a run, of which about 9 s
 is evaluation: the 250-image validation split every epoch, 5 000 test images, the training set in eval mode, the
 probe). The default is therefore 10 epochs (the cosine schedule stretched over 160 SGD steps) and a probe on 500
-test images. The lab prints the plan before it starts; ``--methods`` narrows it, ``--seeds 5`` (the pilot's
-minimum for half-point effects) resumes from the store and adds the missing seeds, ``--epochs 30`` is the
-pilot's full length (a new set of runs: the epochs are part of each run's config).
+test images. The lab prints the plan before it starts; ``--methods`` narrows it (the baseline stays an arm),
+``--seeds 5`` (the pilot's minimum for half-point effects) resumes from the store and adds the missing seeds,
+``--epochs 30`` is the pilot's full length (a new set of runs: the epochs are part of each run's config).
 
 The segmentation suite (``--suite segmentation``) trains the U-Net on the generated ``organs`` set (24 training
 images of 64×64, 3 classes) with Adam 1e-3, CE + Dice loss, methods between the two convolutions of every stage at
@@ -30,7 +30,7 @@ from typing import Any
 from dropkit.lab.report import summary_table, write_report
 from dropkit.lab.store import Store
 from dropkit.lab.sweep import execute, method_names
-from dropkit.lab.train import RunConfig
+from dropkit.lab.config import BASELINE, RunConfig
 
 __all__ = ["SUITES", "QUICK", "lab_configs", "run_lab"]
 
@@ -94,7 +94,8 @@ def lab_configs(suite: str = "classification", *, quick: bool = False, methods: 
         return [RunConfig.from_dict({**settings, "model": model, "variant": variant, "method": "none", "seed": s,
                                      "model_params": {"hidden": (512,)} if model == "mlp" else {}})
                 for s in seed_list for model, variant in arms]
-    names = method_names(methods)
+    # The baseline is always an arm, first: without it every row of the report reads "no baseline".
+    names = [BASELINE] + [m for m in method_names(methods) if m != BASELINE]
     return [RunConfig.from_dict({**settings, "method": m, "seed": s}) for s in seed_list for m in names]
 
 

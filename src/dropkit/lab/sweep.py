@@ -34,7 +34,8 @@ from typing import Any
 
 from dropkit.lab.progress import Progress
 from dropkit.lab.store import Store
-from dropkit.lab.train import BASELINE, RunConfig, RunFailed, run
+from dropkit.lab.config import BASELINE, RunConfig
+from dropkit.lab.train import RunFailed, run
 
 __all__ = ["load_sweep", "expand_grid", "execute", "method_names", "BACKENDS"]
 

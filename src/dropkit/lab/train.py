@@ -4,267 +4,47 @@ around it, not inside it).
 A seed fixes the initial weights and the order of the training batches, the same for every method (common random
 numbers), so methods can be compared paired by seed; the masks draw from the global generator, re-seeded after the
 model is built. The method is inserted with ``dropkit.attach`` at the model's insertion points for the chosen
-group (see ``dropkit.lab.placement``); its schedule comes from its card (``dropkit.schedule.from_card``); and the
+group (see ``dropkit.lab.placement``), or at points found automatically in a model that names none (see
+``dropkit.lab.insertion``); its schedule comes from its card (``dropkit.schedule.from_card``); and the
 label- and statistics-aware methods get targets, validation batches and the end-of-step signal through
 ``dropkit.protocol``, as any user's loop would.
 
 FocusedDropout's "magnified weight decay": when the card's schedule holds ``weight_decay`` and the schedule
-exposes ``participating``, the optimizer uses that weight decay on the participating batches and the run's
-own ``weight_decay`` on the others (spec: "we increase weight decay when using FocusedDropout").
+exposes ``participating``, the library's ``dropkit.ParticipationWeightDecay`` raises the optimizer's weight decay
+to that value on the participating batches; as that class documents, a run whose own ``weight_decay`` is 0 keeps 0.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import hashlib
-import importlib
-import importlib.util
-import json
 import math
-import platform
-import subprocess
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from dropkit.lab.data import PREPROCESSING, Dataset, load_dataset
-from dropkit.lab.models import MODELS, VARIANTS, build_model, feature_shapes
-from dropkit.lab.placement import adapt_params, placement_group, resolve_points
+import dropkit
+import dropkit.schedule
+from dropkit import ParticipationWeightDecay, protocol
+from dropkit.lab.config import BASELINE, RunConfig, json_safe, primary_metric
+from dropkit.lab.data import Dataset, load_dataset
+from dropkit.lab.env import environment, resolve_device
+from dropkit.lab.metrics import evaluate, loss as task_loss
+from dropkit.lab.insertion import (AUTO_GROUPS, MethodDoesNotFit, attach_points, check_fit, explicit_points,
+                                  find_insertion_points)
+from dropkit.lab.models import MODELS, build_model
+from dropkit.lab.placement import adapt_params, attach_params, placement_group, resolve_points
+from dropkit.lab.probes.coadaptation import coadaptation_probe
 
 __all__ = ["RunConfig", "RunFailed", "train", "run", "environment", "evaluate", "get_dataset", "BASELINE"]
-
-BASELINE = "none"
-OPTIMIZERS = ("sgd", "adam")
-LR_SCHEDULES = ("cosine", "constant")
 
 
 class RunFailed(RuntimeError):
     """A method could not run on a model (e.g. a spatial method on flat features); the message says why."""
 
 
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, (str, int, float, bool, type(None))):
-        return value
-    return repr(value)
-
-
-@dataclass
-class RunConfig:
-    """Everything that determines a run. Its canonical JSON is hashed (``config_hash``) to key the store.
-
-    Attributes:
-        method: a registered method name, or ``"none"`` for the no-dropout baseline.
-        params: the method's parameters (the card's defaults fill the rest).
-        placement: a group of the model's insertion points (``"conv"``, ``"fc"``, ``"branch"``, ``"input"``), an
-            explicit list of submodule names, or None for the paper's placement.
-        group_params: default parameters per placement group, used where ``params`` and the card allow, e.g.
-            ``{"conv": {"p": 0.2}}`` (the pilot's rate at the conv stages).
-        data: ``"fashion_mnist"``, ``"organs"``, an ``.npz`` path or a folder.
-        train_size, val_size, test_size, data_seed: the splits (see ``dropkit.lab.data.load_dataset``).
-        preprocess: None or ``"edges"`` (the dental-imaging recipe's edge maps, before normalisation).
-        model, model_params: one of ``cnn``, ``resnet``, ``mlp``, ``edge_mlp``, ``unet`` and its keyword arguments.
-        variant: a block regularizer built into the model instead of the layer it replaces (``"maxout"``,
-            ``"stochastic_pooling"`` for the CNN; ``"maxout"``, ``"standout"`` for the MLP); compared against the
-            plain model as an arm of its own.
-        seed: initial weights, batch order and masks.
-        epochs, batch_size, optimizer, lr, momentum, weight_decay, lr_schedule: training (SGD is Nesterov; the
-            cosine schedule decays per step to 0).
-        test_every: also evaluate the test split every k epochs (0: after the last epoch only).
-        probe: co-adaptation probe after training: ``{"fractions": [...], "repeats": r, "images": n}`` or None.
-        device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
-    """
-
-    method: str = BASELINE
-    params: dict[str, Any] = field(default_factory=dict)
-    placement: str | list[str] | None = None
-    group_params: dict[str, dict[str, Any]] = field(default_factory=dict)
-    data: str = "fashion_mnist"
-    train_size: int | None = 1000
-    val_size: int | None = None
-    test_size: int | None = None
-    data_seed: int = 0
-    preprocess: str | None = None
-    model: str = "cnn"
-    variant: str | None = None
-    model_params: dict[str, Any] = field(default_factory=dict)
-    seed: int = 0
-    epochs: int = 30
-    batch_size: int = 64
-    optimizer: str = "sgd"
-    lr: float = 0.02
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    lr_schedule: str = "cosine"
-    test_every: int = 0
-    probe: dict[str, Any] | None = None
-    device: str = "auto"
-
-    def __post_init__(self) -> None:
-        self.validate()
-
-    @classmethod
-    def fields(cls) -> list[str]:
-        return [f.name for f in dataclasses.fields(cls)]
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> "RunConfig":
-        if not isinstance(values, Mapping):
-            raise TypeError(f"a run config must be a table/mapping, got {type(values).__name__}")
-        unknown = sorted(set(values) - set(cls.fields()))
-        if unknown:
-            raise ValueError(f"unknown run setting(s) {unknown}; allowed: {cls.fields()}")
-        return cls(**dict(values))
-
-    def to_dict(self) -> dict[str, Any]:
-        return _json_safe(dataclasses.asdict(self))
-
-    def config_hash(self) -> str:
-        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-    def validate(self) -> None:
-        def need_int(name: str, minimum: int, *, optional: bool = False) -> None:
-            v = getattr(self, name)
-            if optional and v is None:
-                return
-            if isinstance(v, bool) or not isinstance(v, int):
-                raise TypeError(f"{name} must be an integer ≥ {minimum}{' or None' if optional else ''}, got {v!r}")
-            if v < minimum:
-                raise ValueError(f"{name} must be an integer ≥ {minimum}, got {v}")
-
-        def need_real(name: str, *, positive: bool) -> None:
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise TypeError(f"{name} must be a finite number, got {v!r}")
-            if v < 0 or (positive and v == 0):
-                raise ValueError(f"{name} must be {'> 0' if positive else '≥ 0'}, got {v}")
-
-        if not isinstance(self.method, str):
-            raise TypeError(f"method must be a method name or {BASELINE!r}, got {self.method!r}")
-        if self.method != BASELINE:
-            import dropkit
-
-            dropkit.get_card(self.method)  # ValueError with the closest names
-        for name in ("params", "model_params", "group_params"):
-            if not isinstance(getattr(self, name), Mapping):
-                raise TypeError(f"{name} must be a table/mapping, got {getattr(self, name)!r}")
-        for group, values in self.group_params.items():
-            if not isinstance(values, Mapping):
-                raise TypeError(f"group_params[{group!r}] must be a table/mapping, got {values!r}")
-        if self.method == BASELINE and self.params:
-            raise ValueError(f"the baseline {BASELINE!r} takes no params, got {dict(self.params)}")
-        if self.placement is not None and not isinstance(self.placement, (str, list)):
-            raise TypeError(f"placement must be a group name, a list of submodule names or None, got {self.placement!r}")
-        if not isinstance(self.data, str) or not self.data:
-            raise TypeError(f"data must be a dataset name or a path, got {self.data!r}")
-        if self.preprocess not in PREPROCESSING:
-            raise ValueError(f"preprocess must be one of {PREPROCESSING}, got {self.preprocess!r}")
-        if self.model not in MODELS:
-            raise ValueError(f"model must be one of {sorted(MODELS)}, got {self.model!r}")
-        if self.variant not in VARIANTS.get(self.model, (None,)):
-            raise ValueError(f"variant for model {self.model!r} must be one of {VARIANTS.get(self.model, (None,))}, "
-                             f"got {self.variant!r}")
-        need_int("train_size", 1, optional=True)
-        need_int("val_size", 0, optional=True)
-        need_int("test_size", 1, optional=True)
-        need_int("data_seed", 0)
-        need_int("seed", 0)
-        need_int("epochs", 1)
-        need_int("batch_size", 1)
-        need_int("test_every", 0)
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
-        need_real("lr", positive=True)
-        need_real("momentum", positive=False)
-        need_real("weight_decay", positive=False)
-        if self.momentum >= 1:
-            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
-        if not isinstance(self.device, str) or not (self.device in ("auto", "cpu", "cuda")
-                                                    or self.device.startswith("cuda:")):
-            raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
-        if self.probe is not None:
-            _check_probe(self.probe)
-
-
-def _check_probe(probe: Any) -> None:
-    if not isinstance(probe, Mapping):
-        raise TypeError(f"probe must be a table with fractions, repeats, images; got {probe!r}")
-    unknown = sorted(set(probe) - {"fractions", "repeats", "images"})
-    if unknown:
-        raise ValueError(f"probe: unknown key(s) {unknown}; allowed: fractions, repeats, images")
-    fractions = probe.get("fractions", [])
-    if (not isinstance(fractions, (list, tuple)) or not fractions
-            or any(isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 <= f < 1 for f in fractions)):
-        raise ValueError(f"probe.fractions must be a non-empty list of numbers in [0, 1), got {fractions!r}")
-    for key in ("repeats", "images"):
-        v = probe.get(key, 1)
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"probe.{key} must be an integer ≥ 1, got {v!r}")
-
-
-# --------------------------------------------------------------------------------------------- environment
-_COMMIT: list[str | None] = []
-
-
-def _git_commit() -> str | None:
-    if not _COMMIT:
-        try:
-            out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
-                                 capture_output=True, text=True, timeout=5)
-            _COMMIT.append(out.stdout.strip() or None if out.returncode == 0 else None)
-        except (OSError, subprocess.SubprocessError):
-            _COMMIT.append(None)
-    return _COMMIT[0]
-
-
-def environment(device: torch.device | None = None) -> dict[str, Any]:
-    """What produced a run: torch, Python, platform, device, threads, dropkit version and git commit."""
-    import dropkit
-
-    device = device or torch.device("cpu")
-    return {
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-        "threads": torch.get_num_threads(),
-        "dropkit": getattr(dropkit, "__version__", None) or _package_version(),
-        "commit": _git_commit(),
-    }
-
-
-def _package_version() -> str | None:
-    try:
-        from importlib.metadata import version
-
-        return version("dropkit")
-    except Exception:
-        return None
-
-
-def _resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} asked for but CUDA is not available here")
-    return torch.device(name)
-
-
-# ----------------------------------------------------------------------------------------------- data cache
 _DATA_CACHE: dict[tuple, Dataset] = {}
 
 
@@ -280,69 +60,6 @@ def get_dataset(config: RunConfig) -> Dataset:
     return _DATA_CACHE[key]
 
 
-# ---------------------------------------------------------------------------------------------- evaluation
-def _dice_iou(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-image Dice and IoU averaged over the foreground classes (an empty class predicted empty scores 1)."""
-    classes = torch.arange(1, num_classes, device=pred.device)[None, :, None, None]
-    p, t = (pred[:, None] == classes), (target[:, None] == classes)
-    inter = (p & t).sum((2, 3)).float()
-    sizes = p.sum((2, 3)).float() + t.sum((2, 3)).float()
-    union = sizes - inter
-    dice = torch.where(sizes > 0, 2 * inter / sizes.clamp_min(1), torch.ones_like(inter))
-    iou = torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(inter))
-    return dice.mean(1), iou.mean(1)
-
-
-def _loss(logits: torch.Tensor, y: torch.Tensor, task: str) -> torch.Tensor:
-    if task == "classification":
-        return F.cross_entropy(logits, y)
-    # segmentation: cross-entropy + soft Dice over the foreground classes (the usual U-Net pairing)
-    ce = F.cross_entropy(logits, y)
-    prob = logits.float().softmax(1)[:, 1:]
-    onehot = F.one_hot(y, logits.shape[1]).permute(0, 3, 1, 2)[:, 1:].float()
-    inter = (prob * onehot).sum((0, 2, 3))
-    soft_dice = (2 * inter + 1) / (prob.sum((0, 2, 3)) + onehot.sum((0, 2, 3)) + 1)
-    return ce + (1 - soft_dice.mean())
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, task: str, num_classes: int,
-             device: torch.device, batch_size: int = 500) -> dict[str, float]:
-    """Loss and accuracy (classification) or Dice and IoU (segmentation) of ``model`` in eval mode."""
-    was_training = model.training
-    model.eval()
-    total_loss, correct, dice_sum, iou_sum = 0.0, 0, 0.0, 0.0
-    try:
-        for i in range(0, len(x), batch_size):
-            xb, yb = x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)
-            logits = model(xb)
-            total_loss += float(_loss(logits, yb, task)) * len(xb)
-            pred = logits.argmax(1)
-            if task == "classification":
-                correct += int((pred == yb).sum())
-            else:
-                dice, iou = _dice_iou(pred, yb, num_classes)
-                dice_sum, iou_sum = dice_sum + float(dice.sum()), iou_sum + float(iou.sum())
-    finally:
-        model.train(was_training)
-    n = max(1, len(x))
-    if task == "classification":
-        return {"loss": total_loss / n, "acc": correct / n}
-    return {"loss": total_loss / n, "dice": dice_sum / n, "iou": iou_sum / n}
-
-
-def primary_metric(task: str) -> str:
-    return "acc" if task == "classification" else "dice"
-
-
-# ------------------------------------------------------------------------------------------------ training
-def _protocol():
-    # dropkit.protocol is the public channel for label- and statistics-aware methods; absent in old versions.
-    if importlib.util.find_spec("dropkit.protocol") is None:
-        return None
-    return importlib.import_module("dropkit.protocol")
-
-
 def _make_optimizer(config: RunConfig, model: nn.Module) -> torch.optim.Optimizer:
     if config.optimizer == "sgd":
         return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
@@ -350,18 +67,45 @@ def _make_optimizer(config: RunConfig, model: nn.Module) -> torch.optim.Optimize
     return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
 
 
-def _insert_method(config: RunConfig, model: nn.Module, sample: torch.Tensor):
-    """Attach the method; return (handle, card, placement record)."""
-    import dropkit
+@torch.no_grad()
+def _materialize(model: nn.Module, sample: torch.Tensor) -> None:
+    """Give lazy modules (``nn.LazyLinear``, common in users' models) their weights now, right after the model is
+    built, so the baseline and every method start from the same weights under a seed."""
+    if any(isinstance(p, nn.parameter.UninitializedParameter) for p in model.parameters()):
+        was_training = model.training
+        model.eval()
+        try:
+            model(sample)
+        finally:
+            model.train(was_training)
 
-    card = dropkit.get_card(config.method)
-    group = None
+
+def _find_points(config: RunConfig, card: Any, model: nn.Module, sample: torch.Tensor):
+    """(group, points): the run's insertion points, from an explicit list, the model's own groups, or found
+    automatically for a model without ``insertion_points`` (``dropkit.lab.insertion``)."""
     if isinstance(config.placement, list):
-        points = resolve_points(model, config.placement)
-    else:
+        return None, explicit_points(model, config.placement, sample)
+    if hasattr(model, "insertion_points"):
         group = placement_group(card, model, config.placement)
-        points = resolve_points(model, group)
-    shapes = feature_shapes(model, points, sample)
+        return group, explicit_points(model, resolve_points(model, group), sample)
+    found = find_insertion_points(model, sample)
+    if config.placement is None:
+        points = found.for_method(card, config.params)
+        return next((g for g in AUTO_GROUPS if found.group(g) == points), None), points
+    points = found.group(config.placement)
+    if not points:
+        raise MethodDoesNotFit(f"the model has no {config.placement!r} points (found: {found})")
+    return config.placement, points
+
+
+def _insert_method(config: RunConfig, model: nn.Module, sample: torch.Tensor):
+    """Attach the method; return (handles, card, placement record)."""
+    card = dropkit.get_card(config.method)
+    try:
+        group, points = _find_points(config, card, model, sample)
+    except MethodDoesNotFit as err:
+        raise RunFailed(f"{config.method} does not fit the {config.model}: {err}") from err
+    shapes = {p.spec: p.shape for p in points}
     explicit = dict(config.params)
     for key, value in config.group_params.get(group, {}).items():
         default = card.defaults.get(key)
@@ -372,17 +116,19 @@ def _insert_method(config: RunConfig, model: nn.Module, sample: torch.Tensor):
         if key not in explicit and (key in card.defaults or key in card.required):
             explicit[key] = value
     resolved = adapt_params(card, explicit, shapes)
-    passed = dict(explicit)
-    if "block_size" in resolved and resolved["block_size"] != card.defaults.get("block_size"):
-        passed["block_size"] = resolved["block_size"]  # fitted to small maps by adapt_params
-    record = {"group": group, "points": points, "shapes": {k: list(v) for k, v in shapes.items()},
-              "params": _json_safe(resolved)}
+    passed = attach_params(card, explicit, shapes)  # block_size fitted to small maps
+    record = {"group": group, "points": [p.spec for p in points], "shapes": {k: list(v) for k, v in shapes.items()},
+              "params": json_safe(resolved)}
     try:
-        handle = dropkit.attach(model, config.method, at=points, **passed)
+        check_fit(card, points, explicit)  # a method that refuses these features fails here, not mid-training
+    except MethodDoesNotFit as err:
+        raise RunFailed(f"{config.method} does not fit the {config.model}: {err}") from err
+    try:
+        handles = attach_points(model, config.method, points, **passed)
     except (ValueError, TypeError) as err:
-        raise RunFailed(f"{config.method} could not be inserted at {points} of the {config.model} "
+        raise RunFailed(f"{config.method} could not be inserted at {record['points']} of the {config.model} "
                         f"(feature shapes {record['shapes']}): {err}") from err
-    return handle, card, record
+    return handles, card, record
 
 
 def train(config: RunConfig, *, dataset: Dataset | None = None,
@@ -397,22 +143,26 @@ def train(config: RunConfig, *, dataset: Dataset | None = None,
         RunFailed: the method does not fit the model (its message says where and why).
     """
     started = time.perf_counter()
-    device = _resolve_device(config.device)
+    device = resolve_device(config.device)
     data = dataset if dataset is not None else get_dataset(config)
     task = data.task
     if config.model == "unet" and task != "segmentation":
         raise ValueError(f"model 'unet' needs a segmentation dataset; {config.data!r} is a {task} set")
-    if config.model != "unet" and task == "segmentation":
-        raise ValueError(f"{config.data!r} is a segmentation set: use --model unet")
+    if config.model in MODELS and config.model != "unet" and task == "segmentation":
+        raise ValueError(f"{config.data!r} is a segmentation set: use --model unet (or your own FILE.py:NAME)")
     if device.type == "cuda":
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
 
     torch.manual_seed(config.seed)  # initial weights: the same for every method under this seed
-    model = build_model(config.model, data.in_channels, data.num_classes, data.image_size, variant=config.variant,
-                        **config.model_params)
-    handle, card, placement = None, None, {"group": None, "points": [], "shapes": {}, "params": {}}
+    model = build_model(config.model, data.in_channels, data.num_classes, data.spatial_size,
+                        variant=config.variant, **config.model_params)
+    _materialize(model, data.x_train[:2])
+    if config.probe is not None and not hasattr(model, "probe_point"):
+        raise ValueError(f"the co-adaptation probe needs the model to name its penultimate module in "
+                         f"`probe_point`; {config.model} does not: set it, or run without the probe")
+    card, placement = None, {"group": None, "points": [], "shapes": {}, "params": {}}
     if config.method != BASELINE:
-        handle, card, placement = _insert_method(config, model, data.x_train[:2])
+        _, card, placement = _insert_method(config, model, data.x_train[:2])
     model.to(device)
     torch.manual_seed(config.seed + 7919)  # masks: deterministic, independent of how the weights were drawn
     order = torch.Generator().manual_seed(config.seed)  # batch order: the same for every method
@@ -425,16 +175,13 @@ def train(config: RunConfig, *, dataset: Dataset | None = None,
     lr_lambda = ((lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / total_steps)))
                  if config.lr_schedule == "cosine" else (lambda s: 1.0))
     lr_sched = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
-    schedule, mwd = None, None
+    schedule, weight_decay_rule = None, None
     if card is not None:
-        import dropkit.schedule
-
         schedule = dropkit.schedule.from_card(card, model, total_steps)
-        if card.schedule is not None and "weight_decay" in card.schedule:
-            mwd = float(card.schedule["weight_decay"])
-    protocol = _protocol()
+        if card.schedule is not None and "weight_decay" in card.schedule and hasattr(schedule, "participating"):
+            weight_decay_rule = ParticipationWeightDecay(optimizer, schedule, float(card.schedule["weight_decay"]))
     # The protocol speaks class labels (N,); per-pixel targets of a segmentation set have no label-aware reading.
-    aware = protocol is not None and task == "classification"
+    aware = task == "classification"
     x_val, y_val = data.x_val.to(device), data.y_val.to(device)
     val_perm, val_pos = None, 0
 
@@ -451,9 +198,8 @@ def train(config: RunConfig, *, dataset: Dataset | None = None,
             xb, yb = data.x_train[idx].to(device), data.y_train[idx].to(device)
             if schedule is not None:
                 schedule.step()
-            if mwd is not None and hasattr(schedule, "participating"):
-                for group in optimizer.param_groups:
-                    group["weight_decay"] = mwd if schedule.participating else config.weight_decay
+            if weight_decay_rule is not None:
+                weight_decay_rule.step()
             try:
                 if aware and len(y_val) and protocol.wants_validation(model):
                     if val_perm is None or val_pos >= len(y_val):
@@ -469,7 +215,7 @@ def train(config: RunConfig, *, dataset: Dataset | None = None,
                     raise RunFailed(f"{config.method} failed on the {config.model} at {placement['points']} "
                                     f"(feature shapes {placement['shapes']}): {err}") from err
                 raise
-            loss = _loss(logits, yb, task)
+            loss = task_loss(logits, yb, task)
             if not torch.isfinite(loss):
                 raise RunFailed(f"training diverged (loss {float(loss.detach())}) at epoch {epoch}, step {step}")
             optimizer.zero_grad(set_to_none=True)
@@ -509,7 +255,7 @@ def train(config: RunConfig, *, dataset: Dataset | None = None,
     result = {
         "metrics": metrics, "curves": curves, "placement": placement, "task": task, "primary": f"test_{key}",
         "environment": environment(device), "schedule": None if card is None or card.schedule is None
-        else _json_safe(dict(card.schedule)),
+        else json_safe(dict(card.schedule)),
     }
     result["wall_s"] = time.perf_counter() - started
     return result, model, data
@@ -523,8 +269,6 @@ def run(config: RunConfig | Mapping[str, Any], *, on_epoch: Callable[[int, dict[
     started = time.perf_counter()
     result, model, data = train(config, on_epoch=on_epoch)
     if config.probe is not None:
-        from dropkit.lab.probes import coadaptation_probe
-
         result["probe"] = coadaptation_probe(model, data, device=next(model.parameters()).device,
                                              seed=config.seed, **dict(config.probe))
     result["wall_s"] = time.perf_counter() - started

@@ -7,8 +7,8 @@ for the same steps on the same batches (the models step in lockstep, so their st
 load) and the script reports validation loss, train loss, step time (mean over the timed steps, slowest rank),
 and all-to-all bytes sent and calls per step (forward + backward, all MoE layers, per rank).
 
-    python -m dropkit.lab.moe_lm --steps 200
-    torchrun --standalone --nproc_per_node 2 -m dropkit.lab.moe_lm --steps 60 --p 0 0.3
+    python -m dropkit.lab.experiments.moe_lm --steps 200
+    torchrun --standalone --nproc_per_node 2 -m dropkit.lab.experiments.moe_lm --steps 60 --p 0 0.3
 
 The default corpus is the fortune databases of the Debian package ``fortunes-min`` (``fortunes`` has more), in
 /usr/share/games/fortunes; ``--corpus`` takes any text file or folder of text files.
@@ -326,7 +326,7 @@ def run_from_args(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dropkit.lab.moe_lm", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m dropkit.lab.experiments.moe_lm", description=__doc__.split("\n\n")[0])
     add_arguments(parser)
     return run_from_args(parser.parse_args(argv))
 

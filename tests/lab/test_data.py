@@ -122,7 +122,8 @@ def test_npz_loads_and_splits(tmp_path):
 @pytest.mark.parametrize("change, message", [
     (lambda a: a.pop("y_test"), "missing key"),
     (lambda a: a.update(y_train=a["y_train"][:-1]), "expected"),
-    (lambda a: a.update(x_train=a["x_train"][:, 0]), "N×H×W"),
+    (lambda a: a.update(x_train=a["x_train"][:, 0, 0]), "N×H×W"),
+    (lambda a: a.update(x_train=a["x_train"][:, 0]), "differ in shape"),
     (lambda a: a.update(y_train=a["y_train"] - 1), "labels out of range"),
     (lambda a: a.update(y_test=a["y_test"] + 5), "labels out of range"),
     (lambda a: a.update(y_train=a["y_train"].astype(np.float32)), "integer labels"),
@@ -177,3 +178,148 @@ def test_organs_dataset_and_segmentation_folder(tmp_path):
     (tmp_path / "seg" / "masks" / "3.npy").unlink()
     with pytest.raises(ValueError, match="no mask"):
         D.load_dataset(str(tmp_path / "seg"))
+
+
+# ------------------------------------------------------------------------------ any shape: images, signals, features
+def _shaped(shape_tail, n_train=40, n_test=12, **extra):
+    rng = np.random.default_rng(0)
+    return dict(x_train=rng.normal(3.0, 2.0, (n_train, *shape_tail)).astype(np.float32), y_train=np.arange(n_train) % 3,
+                x_test=rng.normal(3.0, 2.0, (n_test, *shape_tail)).astype(np.float32), y_test=np.arange(n_test) % 3,
+                **extra)
+
+
+@pytest.mark.parametrize("tail, stored_kind, kind, input_shape", [
+    ((10, 10), None, "image", (1, 10, 10)),
+    ((2, 10, 10), None, "image", (2, 10, 10)),
+    ((1, 40), None, "signal", (1, 40)),       # refused before as "images must be at least 8×8"
+    ((3, 40), None, "signal", (3, 40)),
+    ((40,), None, "features", (40,)),
+    ((40,), "signal", "signal", (1, 40)),
+    ((12, 40), "signal", "signal", (12, 40)),
+    ((5,), None, "features", (5,)),
+])
+def test_npz_shapes_give_their_kind(tmp_path, tail, stored_kind, kind, input_shape):
+    extra = {} if stored_kind is None else {"kind": np.array(stored_kind)}
+    ds = D.load_dataset(_npz(tmp_path / "d.npz", **_shaped(tail, **extra)), train_size=24, val_size=6)
+    assert ds.kind == kind and ds.input_shape == input_shape
+    assert ds.x_train.shape == (24, *input_shape) and ds.x_test.shape == (12, *input_shape)
+    assert ds.in_channels == input_shape[0] and ds.spatial_size == input_shape[1:]
+    # normalised per channel (images, signals) or per feature (flat features) on the training subset
+    axes = (0,) if kind == "features" else (0, *range(2, ds.x_train.ndim))
+    assert torch.allclose(ds.x_train.mean(axes), torch.zeros(input_shape[0]), atol=1e-4)
+    assert torch.allclose(ds.x_train.std(axes, unbiased=False), torch.ones(input_shape[0]), atol=1e-3)
+
+
+def test_kind_argument_overrides_the_file_and_the_shape(tmp_path):
+    path = _npz(tmp_path / "d.npz", **_shaped((12, 40)))
+    assert D.load_dataset(path).kind == "image"  # C ≥ 8: read as a 12×40 image
+    assert D.load_dataset(path, kind="signal").input_shape == (12, 40)
+
+
+@pytest.mark.parametrize("tail, extra, kwargs, message", [
+    ((40,), {"kind": np.array("image")}, {}, "cannot hold image data"),
+    ((40,), {"kind": np.array("movie")}, {}, "kind must be one of"),
+    ((40,), {"kind": np.array([1, 2])}, {}, "one string"),
+    ((10, 10), {}, {"kind": "features"}, "cannot hold features data"),
+    ((2, 4), {}, {"kind": "signal"}, "at least 8 long"),
+    ((1, 40), {}, {"preprocess": "edges"}, "works on images"),
+])
+def test_npz_kind_errors_name_the_file_and_the_array(tmp_path, tail, extra, kwargs, message):
+    path = _npz(tmp_path / "bad.npz", **_shaped(tail, **extra))
+    with pytest.raises(ValueError, match=message) as err:
+        D.load_dataset(path, **kwargs)
+    assert "bad.npz" in str(err.value)
+
+
+def test_per_position_labels_only_for_images(tmp_path):
+    arrays = _shaped((1, 40))
+    arrays.update(y_train=np.zeros((40, 1, 40), np.int64), y_test=np.zeros((12, 1, 40), np.int64))
+    with pytest.raises(ValueError, match="images only"):
+        D.load_npz(_npz(tmp_path / "seg1d.npz", **arrays))
+
+
+# ----------------------------------------------------------------------------------------- ImageFolder layout
+def _write_image(path, array):
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+
+
+def _image_folder(root, classes=("cat", "dog"), per_class=6, size=(10, 10), rgb_at=None, odd_size_at=None):
+    """Class k's images are bright in the k-th half, so labels can be traced through the split."""
+    rng = np.random.default_rng(0)
+    for k, name in enumerate(classes):
+        for i in range(per_class):
+            h, w = (12, 14) if (k, i) == odd_size_at else size
+            img = rng.integers(0, 60, (h, w), dtype=np.uint8)
+            img[:, (w // 2) * k: (w // 2) * (k + 1)] += 150
+            if (k, i) == rgb_at:
+                img = np.stack([img, img // 2, img // 3], -1)
+            _write_image(root / name / f"{i}.{'jpg' if i == 0 else 'png'}", img)
+    return root
+
+
+def test_image_folder_reads_classes_and_splits(tmp_path):
+    root = _image_folder(tmp_path / "imgs")
+    (root / "cat" / "notes.txt").write_text("not an image")  # skipped
+    assert D.folder_layout(root) == "image_folder"
+    arrays, names = D.load_image_folder(root)
+    assert names == ("cat", "dog") and arrays["x_train"].shape[1:] == (1, 10, 10)
+    assert len(arrays["y_train"]) + len(arrays["y_test"]) == 12
+    assert set(arrays["y_test"].tolist()) == {0, 1}  # stratified test part
+    # the bright half follows the label
+    x = np.concatenate([arrays["x_train"], arrays["x_test"]]).astype(float)
+    y = np.concatenate([arrays["y_train"], arrays["y_test"]])
+    left = x[..., :5].mean((1, 2, 3)) > x[..., 5:].mean((1, 2, 3))
+    assert np.array_equal(left, y == 0)
+    ds = D.load_dataset(str(root), val_size=2)
+    assert ds.class_names == ("cat", "dog") and ds.kind == "image" and ds.sizes()["val"] == 2
+
+
+def test_image_folder_colour_and_sizes_are_made_common(tmp_path):
+    root = _image_folder(tmp_path / "imgs", rgb_at=(1, 2), odd_size_at=(0, 3))
+    with pytest.warns(UserWarning, match="1 of 12 images resized to 10×10"):
+        arrays, _ = D.load_image_folder(root)
+    assert arrays["x_train"].shape[1:] == (3, 10, 10)  # one colour image makes all RGB
+    with pytest.warns(UserWarning, match="12 of 12 images resized to 16×16"):
+        arrays, _ = D.load_image_folder(root, image_size=16)
+    assert arrays["x_train"].shape[1:] == (3, 16, 16)
+
+
+def test_image_folder_with_train_and_test_parts(tmp_path):
+    _image_folder(tmp_path / "split" / "train", per_class=5)
+    _image_folder(tmp_path / "split" / "test", per_class=2)
+    arrays, names = D.load_image_folder(tmp_path / "split")
+    assert len(arrays["y_train"]) == 10 and len(arrays["y_test"]) == 4 and names == ("cat", "dog")
+    _image_folder(tmp_path / "split" / "test", classes=("cow",), per_class=1)
+    with pytest.raises(ValueError, match="differ from the training classes"):
+        D.load_image_folder(tmp_path / "split")
+
+
+def test_image_folder_errors(tmp_path):
+    root = _image_folder(tmp_path / "one", classes=("only",))
+    with pytest.raises(ValueError, match="at least 2 class sub-folders"):
+        D.load_image_folder(root)
+    root = _image_folder(tmp_path / "empty")
+    (root / "bird").mkdir()
+    (root / "bird" / "x.gif").write_bytes(b"GIF89a")
+    with pytest.raises(ValueError, match="bird: class folder holds no"):
+        D.load_image_folder(root)
+    root = _image_folder(tmp_path / "broken")
+    (root / "dog" / "9.png").write_bytes(b"not a png")
+    with pytest.raises(ValueError, match="9.png: not a readable image"):
+        D.load_image_folder(root)
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(ValueError, match="ImageFolder layout"):
+        D.load_dataset(str(tmp_path / "plain"))
+    (tmp_path / "seg" / "images").mkdir(parents=True)  # images/ without masks/: a segmentation folder, incomplete
+    with pytest.raises(FileNotFoundError, match="masks/"):
+        D.load_dataset(str(tmp_path / "seg"))
+
+
+def test_wide_grayscale_keeps_its_range(tmp_path):
+    img = (np.arange(100, dtype=np.uint16).reshape(10, 10) * 600)
+    _write_image(tmp_path / "w.png", img)
+    read = D._read_image(tmp_path / "w.png")
+    assert read.shape == (1, 10, 10) and read.max() == 99 * 600  # not clipped at 255

@@ -9,7 +9,7 @@ import torch
 
 from dropkit.cli import main as cli_main
 from dropkit.lab.store import Store
-from dropkit.lab.structural_cli import width_probe
+from dropkit.lab.probes.width import width_probe
 from dropkit.lab.sweep import execute
 from dropkit.lab.train import RunConfig
 

@@ -8,8 +8,8 @@ subtrees (``hme_dropout``) keeps deep trees from overfitting and gives smoother 
 * ``features``: classification of flattened Fashion-MNIST images (or any data ``dropkit.lab.data`` loads) with
   the tree's root response as logits; train/test accuracy and test loss.
 
-    python -m dropkit.lab.soft_tree regression --depths 3 6 9 --p 0 0.05 0.1 --plot fits.png
-    python -m dropkit.lab.soft_tree features --data fashion_mnist --train-size 2000 --depths 2 4 6
+    python -m dropkit.lab.experiments.soft_tree regression --depths 3 6 9 --p 0 0.05 0.1 --plot fits.png
+    python -m dropkit.lab.experiments.soft_tree features --data fashion_mnist --train-size 2000 --depths 2 4 6
 """
 
 from __future__ import annotations
@@ -215,7 +215,7 @@ def run_from_args(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dropkit.lab.soft_tree", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m dropkit.lab.experiments.soft_tree", description=__doc__.split("\n\n")[0])
     add_arguments(parser)
     return run_from_args(parser.parse_args(argv))
 

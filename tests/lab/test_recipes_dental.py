@@ -6,9 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from dropkit.lab.edge_mlp import EdgeMLP, edge_mlp
+from dropkit.lab.recipes.dental import EdgeMLP, Edges, canny, edge_mlp, edges, erode, gaussian_blur
 from dropkit.methods.dropout import Dropout
-from dropkit.transforms import Edges, canny, edges, erode, gaussian_blur
 from props import binomial_tolerance
 
 

@@ -1,5 +1,5 @@
 """``dropkit experts ...``: the expert-level experiments (Gating Dropout in an MoE language model, dropout in a
-soft decision tree). Added to the ``dropkit`` command by :func:`register_commands`.
+soft decision tree). Added to the ``dropkit`` command by :func:`add_commands`.
 
     dropkit experts moe-lm --steps 150 --p 0 0.1 0.3
     torchrun --standalone --nproc_per_node 2 -m dropkit.cli experts moe-lm --steps 60 --p 0 0.3
@@ -12,24 +12,24 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-__all__ = ["register_commands"]
+__all__ = ["add_commands"]
 
 
 def _moe_lm(args: argparse.Namespace) -> int:
-    from dropkit.lab.moe_lm import run_from_args
+    from dropkit.lab.experiments.moe_lm import run_from_args
 
     return run_from_args(args)
 
 
 def _soft_tree(args: argparse.Namespace) -> int:
-    from dropkit.lab.soft_tree import run_from_args
+    from dropkit.lab.experiments.soft_tree import run_from_args
 
     return run_from_args(args)
 
 
-def register_commands(subparsers: Any) -> None:
+def add_commands(subparsers: Any) -> None:
     """Add ``experts moe-lm`` and ``experts soft-tree`` to the ``dropkit`` argparse sub-commands."""
-    from dropkit.lab import moe_lm, soft_tree
+    from dropkit.lab.experiments import moe_lm, soft_tree
 
     experts = subparsers.add_parser("experts", help="expert-level regularizers: Gating Dropout (MoE LM), HME dropout")
     sub = experts.add_subparsers(dest="experiment", required=True)

@@ -16,15 +16,15 @@ from typing import Any
 import torch
 from torch import nn
 
+from dropkit.lab.config import PROBE_FRACTIONS, primary_metric
 from dropkit.lab.data import Dataset
+from dropkit.lab.metrics import evaluate
 
-__all__ = ["coadaptation_probe", "DEFAULT_FRACTIONS"]
-
-DEFAULT_FRACTIONS = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7)
+__all__ = ["coadaptation_probe"]
 
 
 @torch.no_grad()
-def coadaptation_probe(model: nn.Module, data: Dataset, *, fractions: Sequence[float] = DEFAULT_FRACTIONS,
+def coadaptation_probe(model: nn.Module, data: Dataset, *, fractions: Sequence[float] = PROBE_FRACTIONS,
                        repeats: int = 3, images: int = 1000, seed: int = 0,
                        device: torch.device | None = None) -> dict[str, Any]:
     """Metric of ``model`` on (up to) ``images`` test images with a fraction of its penultimate maps masked.
@@ -33,8 +33,6 @@ def coadaptation_probe(model: nn.Module, data: Dataset, *, fractions: Sequence[f
         ``{"point", "metric", "fractions", "values", "drop"}``: ``values[i]`` is the mean metric at
         ``fractions[i]`` and ``drop[i]`` its fall from the unmasked model's metric on the same images.
     """
-    from dropkit.lab.train import evaluate, primary_metric
-
     device = device or torch.device("cpu")
     point = model.probe_point
     module = dict(model.named_modules())[point]

@@ -1,4 +1,4 @@
-"""Fixtures shared by the lab tests."""
+"""Fixtures of the lab tests."""
 
 from __future__ import annotations
 

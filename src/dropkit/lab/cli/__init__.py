@@ -1,0 +1,23 @@
+"""The lab's sub-commands of ``dropkit``, registered in one place: :func:`register_commands`.
+
+Each command module exposes ``add_commands(subparsers)``; every sub-command sets ``func`` to a callable taking the
+parsed ``args`` and returning an exit code. The modules import only argparse helpers at load time (the trainer,
+the store and the field libraries load when a command runs), so ``dropkit --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from dropkit.lab.cli import experiments, probes, runs
+
+__all__ = ["register_commands", "COMMAND_MODULES"]
+
+#: the modules whose ``add_commands`` builds the lab's part of the command line, in help order
+COMMAND_MODULES = (runs, probes, experiments)
+
+
+def register_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Add the lab's commands (``run``, ``sweep``, ``report``, ``lab``, ``probe``, ``experts``) to ``dropkit``."""
+    for module in COMMAND_MODULES:
+        module.add_commands(subparsers)
