@@ -1,4 +1,4 @@
-"""The report's statistics: Student-t tail probabilities and the paired test against the baseline."""
+"""The report's statistics: Student-t tail probabilities, the paired test against the baseline and its interval."""
 
 from __future__ import annotations
 
@@ -48,3 +48,16 @@ def test_mean_std_and_binomial_se():
     assert mean_std([1.0, 3.0]) == (2.0, pytest.approx(math.sqrt(2)))
     assert mean_std([5.0]) == (5.0, 0.0)
     assert binomial_se(0.8, 5000) == pytest.approx(math.sqrt(0.16 / 5000))
+
+
+def test_confidence_interval_of_the_paired_difference():
+    base = {0: 0.80, 1: 0.82, 2: 0.81, 3: 0.79}
+    noisy = {0: 0.81, 1: 0.83, 2: 0.80, 3: 0.81}
+    t = paired_test(noisy, base)
+    low, high = t.ci
+    assert low < t.diff < high
+    assert (high - low) / 2 == pytest.approx(3.182446 * t.se, rel=1e-5)  # t_{0.975, 3}: the textbook value
+    assert (low > 0 or high < 0) == (t.p < 0.05)  # the interval excludes 0 exactly when the test rejects
+    exact = paired_test({s: v + 0.01 for s, v in base.items()}, base)  # the same difference on every seed
+    assert exact.se == 0 and exact.p == 0 and exact.ci == pytest.approx((0.01, 0.01))
+    assert math.isnan(paired_test({0: 0.9}, base).ci[0])

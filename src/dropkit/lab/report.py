@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from dropkit.lab.config import BASELINE
-from dropkit.lab.stats import binomial_se, mean_std, paired_test
+from dropkit.lab.stats import CONFIDENCE, binomial_se, mean_std, paired_test
 from dropkit.lab.store import Store
 
 __all__ = ["summarize", "write_report", "summary_table"]
@@ -121,7 +121,7 @@ def summary_rows(comp: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     header = ["method", "n", metric]
     if task == "segmentation":
         header.append("test IoU")
-    header += ["vs baseline (paired)", "verdict", "train–test gap", "placement"]
+    header += [f"vs baseline (paired, {100 * CONFIDENCE:g} % CI)", "verdict", "train–test gap", "placement"]
     rows = []
     for arm in comp["arms"]:
         n = len(arm["runs"])
@@ -137,8 +137,9 @@ def summary_rows(comp: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         elif test.n == 0:
             row += ["no common seeds", "–"]
         else:
-            se = "" if test.se != test.se else f" ± {_pct(test.se, task)} SE"
-            row += [f"{'+' if test.diff >= 0 else ''}{_pct(test.diff, task)}{se}, better on {test.wins}/{test.n}",
+            low, high = test.ci
+            ci = "" if low != low else f" [{_pct(low, task)}, {_pct(high, task)}]"
+            row += [f"{'+' if test.diff >= 0 else ''}{_pct(test.diff, task)}{ci}, better on {test.wins}/{test.n}",
                     test.verdict()]
         row.append(_pm(arm["gap"], task))
         pl = arm["placement"] or {}
@@ -317,8 +318,9 @@ def _noise_note(comp: dict[str, Any]) -> str:
         notes.append(f"One model's accuracy on {comp['n_test']} test images is uncertain by about ±{100 * se:.2f} "
                      f"points (1 SE, binomial); differences smaller than that per seed are noise.")
     notes.append("Each method is compared with the no-dropout baseline paired by seed (same initial weights and "
-                 "batch order), by a two-sided paired t-test; \"within noise\" means p ≥ 0.05: the data do not "
-                 "show a difference, not that there is none.")
+                 "batch order), by a two-sided paired t-test; the brackets hold the "
+                 f"{100 * CONFIDENCE:g} % confidence interval of the mean paired difference; \"within noise\" "
+                 "means p ≥ 0.05: the data do not show a difference, not that there is none.")
     notes.append("These runs show whether a regularizer helps *this fixed model* on this data, not which model "
                  "is best: a different architecture (e.g. with BatchNorm and Adam) may beat every arm here.")
     return " ".join(notes)

@@ -1,9 +1,9 @@
-"""Small statistics for the report, without SciPy: mean ± std, and a paired t-test against the baseline.
+"""The report's statistics, from SciPy: mean ± std, and a paired t-test against the baseline with a confidence
+interval for the difference.
 
 Methods are compared paired by seed (the same initial weights and batch order under one seed), so the test is on
-the per-seed differences d_s = metric(method, s) − metric(baseline, s): t = mean(d)/(std(d)/√n) with n − 1
-degrees of freedom, two-sided. The t distribution's tail comes from the regularized incomplete beta function,
-I_x(a, b) with x = ν/(ν + t²), a = ν/2, b = 1/2, evaluated by its continued fraction (Lentz's method).
+the per-seed differences d_s = metric(method, s) − metric(baseline, s): ``scipy.stats.ttest_rel`` (two-sided,
+n − 1 degrees of freedom) and the t interval of their mean.
 """
 
 from __future__ import annotations
@@ -12,64 +12,28 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["mean_std", "t_two_sided_p", "PairedTest", "paired_test", "binomial_se"]
+import numpy as np
+from scipy import stats
+
+__all__ = ["mean_std", "t_two_sided_p", "PairedTest", "paired_test", "binomial_se", "CONFIDENCE"]
+
+#: the level of the confidence intervals the report prints
+CONFIDENCE = 0.95
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for a single value)."""
-    n = len(values)
-    if n == 0:
+    """Mean and sample standard deviation (0 for a single value; NaN for none)."""
+    if len(values) == 0:
         return float("nan"), float("nan")
-    m = sum(values) / n
-    if n == 1:
-        return m, 0.0
-    return m, math.sqrt(sum((v - m) ** 2 for v in values) / (n - 1))
-
-
-def _betacf(a: float, b: float, x: float) -> float:
-    tiny, qab, qap, qam = 1e-300, a + b, a + 1.0, a - 1.0
-    c, d = 1.0, 1.0 - qab * x / qap
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, 300):
-        m2 = 2 * m
-        aa = m * (b - m) * x / ((qam + m2) * (a + m2))
-        d = 1.0 + aa * d
-        d = 1.0 / (d if abs(d) > tiny else tiny)
-        c = 1.0 + aa / c if abs(1.0 + aa / c) > tiny else tiny
-        h *= d * c
-        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
-        d = 1.0 + aa * d
-        d = 1.0 / (d if abs(d) > tiny else tiny)
-        c = 1.0 + aa / c if abs(1.0 + aa / c) > tiny else tiny
-        delta = d * c
-        h *= delta
-        if abs(delta - 1.0) < 1e-14:
-            break
-    return h
-
-
-def _betainc(a: float, b: float, x: float) -> float:
-    """Regularized incomplete beta I_x(a, b) for 0 ≤ x ≤ 1."""
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    log_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
-    if x < (a + 1.0) / (a + b + 2.0):
-        return math.exp(log_front) * _betacf(a, b, x) / a
-    return 1.0 - math.exp(log_front) * _betacf(b, a, 1.0 - x) / b
+    x = np.asarray(values, dtype=float)
+    return float(x.mean()), float(x.std(ddof=1)) if len(x) > 1 else 0.0
 
 
 def t_two_sided_p(t: float, df: float) -> float:
     """P(|T| ≥ |t|) for Student's t with ``df`` degrees of freedom."""
-    if df <= 0:
+    if not df > 0:
         raise ValueError(f"df must be > 0, got {df}")
-    if math.isinf(t):
-        return 0.0
-    if math.isnan(t):
-        return float("nan")
-    return _betainc(df / 2.0, 0.5, df / (df + t * t))
+    return float(2 * stats.t.sf(abs(t), df))
 
 
 @dataclass(frozen=True)
@@ -80,6 +44,7 @@ class PairedTest:
     t: float
     p: float        # two-sided; NaN when n < 2
     wins: int       # seeds where the method beat the baseline
+    ci: tuple[float, float] = (math.nan, math.nan)  # CONFIDENCE interval of ``diff``
 
     def verdict(self, alpha: float = 0.05) -> str:
         if self.n < 2:
@@ -92,20 +57,21 @@ class PairedTest:
 def paired_test(method: dict[int, float], baseline: dict[int, float]) -> PairedTest:
     """Paired t-test over the seeds both dicts (seed → metric) hold."""
     seeds = sorted(set(method) & set(baseline))
-    diffs = [method[s] - baseline[s] for s in seeds]
-    n = len(diffs)
-    wins = sum(d > 0 for d in diffs)
+    diffs = np.array([method[s] - baseline[s] for s in seeds], dtype=float)
+    n, nan = len(diffs), float("nan")
+    wins = int((diffs > 0).sum())
     if n == 0:
-        return PairedTest(0, float("nan"), float("nan"), float("nan"), float("nan"), 0)
-    m, sd = mean_std(diffs)
+        return PairedTest(0, nan, nan, nan, nan, 0)
+    m = float(diffs.mean())
     if n < 2:
-        return PairedTest(n, m, float("nan"), float("nan"), float("nan"), wins)
-    se = sd / math.sqrt(n)
-    if se == 0:
+        return PairedTest(n, m, nan, nan, nan, wins)
+    se = float(stats.sem(diffs))
+    if se == 0:  # identical differences on every seed: SciPy's t is 0/0; the difference is exact
         t = 0.0 if m == 0 else math.copysign(math.inf, m)
-    else:
-        t = m / se
-    return PairedTest(n, m, se, t, t_two_sided_p(t, n - 1), wins)
+        return PairedTest(n, m, 0.0, t, 1.0 if m == 0 else 0.0, wins, (m, m))
+    result = stats.ttest_rel([method[s] for s in seeds], [baseline[s] for s in seeds])
+    low, high = stats.t.interval(CONFIDENCE, n - 1, loc=m, scale=se)
+    return PairedTest(n, m, se, float(result.statistic), float(result.pvalue), wins, (float(low), float(high)))
 
 
 def binomial_se(accuracy: float, n: int) -> float:
