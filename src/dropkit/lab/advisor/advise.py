@@ -169,12 +169,11 @@ def _advise(model, data, *, budget, methods, at, workers, db, out, storage, top_
     confirm_base = dataclasses.replace(search_base, val_size=0)
 
     # ---------------------------------------------------------------- plan: points, arms, budget
-    from dropkit.lab.models import build_model
+    from dropkit.lab.train import build_run_model
 
     torch.set_num_threads(1)
     torch.manual_seed(seed)
-    net = build_model(search_base.model, dataset.in_channels, dataset.num_classes, dataset.image_size,
-                      **search_base.model_params)
+    net = build_run_model(search_base, dataset)
     arms, skipped = plan_arms(net, dataset.x_train[:2], names, at=at)
     singles = [a for a in arms if len(a.members) == 1]
     explicit = [a for a in arms if len(a.members) == 2]

@@ -80,13 +80,16 @@ class Arm:
 BASELINE_ARM = Arm()
 
 
-def _points_for(model: nn.Module, sample: Any, method: str, at: Sequence[str] | None) -> list[Point]:
-    """Where ``method`` goes in ``model``: the user's ``at`` (``NAME`` or ``NAME:in``), else found automatically."""
-    from dropkit.lab.insertion import explicit_points, find_insertion_points
+def _points_for(model: nn.Module, sample: Any, card: Any, at: Sequence[str] | None) -> list[Point]:
+    """Where a method goes: the user's ``at`` (``NAME`` or ``NAME:in``), else as a lab run would place it (the
+    model's own groups, or points found automatically in a model that names none), checked by one trial."""
+    from dropkit.lab.insertion import check_fit
+    from dropkit.lab.train import method_points
 
-    if at:
-        return explicit_points(model, list(at), sample)
-    return find_insertion_points(model, sample).for_method(dropkit.get_card(method))
+    _, points = method_points(list(at) if at else None, {}, card, model, sample)
+    weakest = {name: (int(r.low) if r.integer else r.low) for name, r in card.search_space.items()}
+    check_fit(card, points, weakest)
+    return list(points)
 
 
 def plan_arms(model: nn.Module, sample: Any, methods: Sequence[str], *, at: Sequence[str] | None = None
@@ -113,12 +116,10 @@ def plan_arms(model: nn.Module, sample: Any, methods: Sequence[str], *, at: Sequ
                                       "no insertion strength to tune")
                     break
                 try:
-                    member = Member(method, tuple(_points_for(model, sample, method, at)))
-                    _check_fits(model, member, sample)
-                except (MethodDoesNotFit, ValueError, TypeError, RuntimeError) as err:
+                    singles[method] = Member(method, tuple(_points_for(model, sample, card, at)))
+                except (MethodDoesNotFit, ValueError, TypeError) as err:
                     skipped[entry] = str(err)
                     break
-                singles[method] = member
             members.append(singles[method])
         else:
             if len(members) == 1:
@@ -130,28 +131,6 @@ def plan_arms(model: nn.Module, sample: Any, methods: Sequence[str], *, at: Sequ
                 else:
                     arms.append(combined)
     return arms, skipped
-
-
-def _check_fits(model: nn.Module, member: Member, sample: Any) -> None:
-    """Attach the method at the weakest setting of its space and run one training batch through the model."""
-    import copy
-
-    import torch
-
-    from dropkit.lab.insertion import attach_points
-
-    trial = copy.deepcopy(model)
-    params = {name: (int(r.low) if r.integer else r.low) for name, r in member.space().items()}
-    with torch.random.fork_rng(devices=[]), torch.no_grad():  # the runs' random streams must not depend on this
-        handles = attach_points(trial, member.method, list(member.points), **params)
-        try:
-            trial.train()
-            trial(sample)
-        except (RuntimeError, ValueError, TypeError) as err:
-            raise ValueError(f"{member.method} does not run at {member.specs}: {err}") from err
-        finally:
-            for h in handles:
-                h.remove()
 
 
 def cocktail(first: Member, second: Member) -> Arm | None:
