@@ -7,7 +7,8 @@ on the validation split, then confirmed on fresh seeds against the baseline with
 
 Modules: ``arms`` (what is compared and where it goes), ``search`` (Optuna studies), ``budget`` (splitting the
 time), ``confirm`` (the confirmation runs), ``statistics`` (paired tests, Holm, detectable effect), ``answer`` (the
-ranked result), ``report`` (Markdown, HTML, figures), ``withheld`` (the test-split guard), ``command`` (the CLI).
+ranked result), ``report`` (Markdown, HTML, figures), ``withheld`` (the test-split guard); the command line is
+``dropkit.lab.cli.advise``.
 """
 
 from dropkit.lab.advisor.advise import DEFAULT_METHODS, advise

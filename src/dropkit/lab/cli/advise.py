@@ -12,7 +12,7 @@ import os
 import sys
 from typing import Any
 
-__all__ = ["add_commands", "add_advise_args", "run_advise", "TESTBED"]
+__all__ = ["add_commands", "add_advise_args", "run_advise", "run_testbed", "TESTBED"]
 
 DEFAULT_WORKERS = max(1, min(2, os.cpu_count() or 1))
 
@@ -107,3 +107,26 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
                                              "a tuned search, then a confirmation on fresh seeds")
     add_advise_args(p)
     p.set_defaults(func=run_advise)
+
+
+#: options of ``dropkit lab`` that only the fixed-strength comparison reads (their defaults: given or not)
+_FIXED_ONLY = {"suite": "classification", "quick": False, "no_probe": False, "variant": None, "preprocess": None,
+               "backend": "local", "address": None, "test_every": None}
+
+
+def run_testbed(args: argparse.Namespace) -> int:
+    """``dropkit lab`` without ``--fixed``: the advisor on :data:`TESTBED`, with the lab options that apply."""
+    given = [f"--{k.replace('_', '-')}" for k, v in _FIXED_ONLY.items() if getattr(args, k, v) != v]
+    if given:
+        print(f"dropkit lab: {', '.join(given)} belong to the fixed-strength comparison; add --fixed",
+              file=sys.stderr)
+        return 2
+    values = dict(TESTBED)
+    for key in ("model", "data", "train_size", "val_size", "test_size", "epochs", "budget", "methods"):
+        if getattr(args, key, None) is not None:
+            values[key] = getattr(args, key)
+    ns = argparse.Namespace(**{**vars(args), **values, "model_param": None, "at": None, "storage": None,
+                               "cocktails": 1, "top_k": 3, "trials": None, "seed": 0,
+                               "data_seed": args.data_seed if getattr(args, "data_seed", None) is not None else 0,
+                               "_testbed": values["model"] == TESTBED["model"]})
+    return run_advise(ns, default_name="lab")
