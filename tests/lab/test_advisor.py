@@ -208,7 +208,7 @@ def test_signals_end_to_end(tmp_path):
     ({"methods": "dropout+dropout"}, "cocktail"),
     ({"workers": 0}, "workers"),
     ({"seeds": 3}, "seeds"),
-    ({"top_k": 0}, "top_k"),
+    ({"top_k": 2}, "top_k"),
     ({"storage": "studies.db"}, "storage"),
     ({"training": {"seed": 3}}, "training"),
 ])

@@ -97,7 +97,7 @@ def advise(model: str = "cnn", data: str = "fashion_mnist", *, budget: str | flo
         out: report folder (None: no report files).
         storage: an Optuna storage URL shared by several workers or machines (default: the SQLite file beside
             ``db``). With a shared storage, trials left running by a dead worker are released by heartbeats.
-        top_k: candidates confirmed (at least 3 when there are 3 arms to pick from).
+        top_k: candidates confirmed, ≥ 3 (all the searched arms when there are fewer).
         seeds, trials: confirmation seeds (≥ 5) and search trials per arm (≥ 2); None: from the budget.
         cocktails: how many two-method cocktails to search after the single methods (0: none).
         seed: the search's training seed; the confirmation uses seed + 1 … seed + seeds.
@@ -141,7 +141,7 @@ def _advise(model, data, *, budget, methods, at, workers, db, out, storage, top_
     budget_s = budget_mod.parse_budget(budget)
     names = _method_list(methods)
     _check_int("workers", workers, 1)
-    _check_int("top_k", top_k, 1)
+    _check_int("top_k", top_k, 3)  # at least 3 candidates (or every arm, when fewer were searched)
     _check_int("seeds", seeds, budget_mod.MIN_SEEDS, optional=True)
     _check_int("trials", trials, 2, optional=True)
     _check_int("cocktails", cocktails, 0)

@@ -197,13 +197,15 @@ def _objective(trial: optuna.Trial, arm: Arm, base: Any, data: Any, budget: int)
 
 
 def search_worker(base: Mapping[str, Any], arms: Sequence[Arm], settings: SearchSettings, worker: int,
-                  single_thread: bool = True) -> None:
+                  single_thread: bool = True, progress: bool = False) -> None:
     """One worker: go through the arms in order and run trials until each study's budget is used.
 
     Args:
         base: the search's ``RunConfig`` as a dict (the arm's method, params and placement are set per trial).
         worker: this worker's index (seeds its sampler).
         single_thread: set torch to one thread (worker processes; the workers share the cores).
+        progress: print each study's count after every trial (the in-process search; with worker processes the
+            parent prints).
     """
     import torch
 
@@ -223,6 +225,8 @@ def search_worker(base: Mapping[str, Any], arms: Sequence[Arm], settings: Search
             if settings.deadline is not None and time.time() > settings.deadline:
                 return
             study.optimize(lambda t: _objective(t, arm, config, data, budget), n_trials=1, catch=caught)
+            if progress:
+                print(f"  search: {arm.name} {trials_used(study)}/{budget}", flush=True)
 
 
 def run_search(base: Any, arms: Sequence[Arm], settings: SearchSettings, *, progress: bool = True,
@@ -235,7 +239,7 @@ def run_search(base: Any, arms: Sequence[Arm], settings: SearchSettings, *, prog
     studies = prepare_studies(arms, settings, base.epochs, release_interrupted=release_interrupted)
     base_dict = base.to_dict()
     if settings.workers <= 1:
-        search_worker(base_dict, arms, settings, 0)
+        search_worker(base_dict, arms, settings, 0, progress=progress)
     else:
         context = multiprocessing.get_context("spawn")
         procs = [context.Process(target=search_worker, args=(base_dict, list(arms), settings, w), daemon=True)

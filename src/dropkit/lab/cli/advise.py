@@ -118,7 +118,7 @@ def run_testbed(args: argparse.Namespace) -> int:
     """``dropkit lab`` without ``--fixed``: the advisor on :data:`TESTBED`, with the lab options that apply."""
     given = [f"--{k.replace('_', '-')}" for k, v in _FIXED_ONLY.items() if getattr(args, k, v) != v]
     if given:
-        print(f"dropkit lab: {', '.join(given)} belong to the fixed-strength comparison; add --fixed",
+        print(f"dropkit lab: {', '.join(given)} apply only to the fixed-strength comparison; add --fixed",
               file=sys.stderr)
         return 2
     values = dict(TESTBED)
