@@ -218,9 +218,8 @@ def test_bad_arguments_are_refused_before_any_store_is_opened(npz, tmp_path, kwa
     assert not (tmp_path / "runs.db").exists() and not (tmp_path / "runs.optuna.db").exists()
 
 
-def test_the_command_line_reports_a_bad_argument(npz, tmp_path):
-    env = {**os.environ, "PYTHONPATH": SRC}
-    out = subprocess.run([sys.executable, "-m", "dropkit.cli", "advise", "--model", "mlp", "--data", npz,
-                          "--budget", "soon", "--db", str(tmp_path / "r.db")], env=env, capture_output=True,
-                         text=True, timeout=120)
-    assert out.returncode == 2 and "budget" in out.stderr and not (tmp_path / "r.db").exists()
+def test_the_command_line_reports_a_bad_argument(npz, tmp_path, capsys):
+    from dropkit.cli import main
+
+    code = main(["advise", "--model", "mlp", "--data", npz, "--budget", "soon", "--db", str(tmp_path / "r.db")])
+    assert code == 2 and "budget" in capsys.readouterr().err and not (tmp_path / "r.db").exists()
