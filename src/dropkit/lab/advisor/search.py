@@ -178,7 +178,8 @@ def _objective(trial: optuna.Trial, arm: Arm, base: Any, data: Any, budget: int)
     def on_epoch(epoch: int, row: Mapping[str, float]) -> None:
         if key in row:
             trial.report(float(row[key]), epoch)
-            if trial.should_prune():
+            # a trial that has trained every epoch is finished: its score is kept, never pruned at the last rung
+            if epoch < config.epochs and trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at epoch {epoch}")
 
     try:
