@@ -223,3 +223,16 @@ def test_the_command_line_reports_a_bad_argument(npz, tmp_path, capsys):
 
     code = main(["advise", "--model", "mlp", "--data", npz, "--budget", "soon", "--db", str(tmp_path / "r.db")])
     assert code == 2 and "budget" in capsys.readouterr().err and not (tmp_path / "r.db").exists()
+
+
+def test_a_trial_that_trained_every_epoch_is_never_pruned(planted, tmp_path):
+    base = RunConfig(data=planted, model="mlp", model_params={"hidden": [64]}, train_size=200, val_size=400,
+                     epochs=3, optimizer="adam", lr=3e-3, batch_size=32)
+    data = get_dataset(base)
+    torch.manual_seed(0)
+    arms, _ = plan_arms(build_run_model(base, data), data.x_train[:2], ["dropout"])
+    settings = SearchSettings(storage=f"sqlite:///{tmp_path / 'studies.db'}", prefix="p", trials=9)
+    trials = run_search(base, arms, settings, progress=False)["dropout"].get_trials(deepcopy=False)
+    states = {t.number: (t.state.name, max(t.intermediate_values, default=0)) for t in trials}
+    assert ("PRUNED", 3) not in states.values(), states
+    assert any(state == "PRUNED" for state, _ in states.values()), states  # the pruner did act, earlier
