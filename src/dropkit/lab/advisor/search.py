@@ -141,6 +141,7 @@ def prepare_studies(arms: Sequence[Arm], settings: SearchSettings, epochs: int, 
         study = optuna.create_study(storage=storage, study_name=study_name(settings, arm), direction="maximize",
                                     sampler=_sampler(settings, 0), pruner=_pruner(epochs), load_if_exists=True)
         study.set_user_attr("arm", arm.name)
+        study.set_user_attr("points", [{"method": m.method, "points": m.specs} for m in arm.members])
         if release_interrupted:
             mark_interrupted(study)
         studies[arm.name] = study
