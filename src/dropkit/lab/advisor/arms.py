@@ -74,6 +74,9 @@ class Arm:
         return out
 
     def describe_points(self) -> str:
+        """``"flatten"`` for one method, ``"spatial_dropout at a, b; dropout at c"`` for a cocktail."""
+        if len(self.members) == 1:
+            return ", ".join(self.members[0].specs)
         return "; ".join(f"{m.method} at {', '.join(m.specs)}" for m in self.members) or "—"
 
 

@@ -94,7 +94,7 @@ def _gain_figure(advice: Advice, runs: Mapping[str, Any], path: Path) -> bool:
     cands = [c for c in advice.candidates if c.comparison is not None and c.comparison.n]
     if not cands:
         return False
-    fig, ax = plt.subplots(figsize=(6.4, 0.6 + 0.55 * len(cands)))
+    fig, ax = plt.subplots(figsize=(7.2, 1.0 + 0.55 * len(cands)))
     base = runs["none"].test
     for i, c in enumerate(cands):
         diffs = [100 * (runs[c.name].test[s] - base[s]) for s in sorted(set(runs[c.name].test) & set(base))]
@@ -106,7 +106,7 @@ def _gain_figure(advice: Advice, runs: Mapping[str, Any], path: Path) -> bool:
     ax.axvline(0, color="k", lw=1)
     ax.set_yticks(range(len(cands)), [c.name for c in cands])
     ax.invert_yaxis()
-    ax.set_xlabel(f"test {advice.metric} gain over the baseline, points (per seed; mean and 95 % CI)")
+    ax.set_xlabel(f"test {advice.metric} gain over the baseline, points\n(grey: one seed; colour: mean and 95 % CI)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
