@@ -82,6 +82,7 @@ def advise(model: str = "cnn", data: str = "fashion_mnist", *, budget: str | flo
            cocktails: int = 1, seed: int = 0, model_params: Mapping[str, Any] | None = None,
            train_size: int | None = None, val_size: int | None = None, test_size: int | None = None,
            data_seed: int = 0, epochs: int = 30, training: Mapping[str, Any] | None = None,
+           backend: str = "local", ray_address: str | None = None,
            progress: bool = True, echo: Any = print) -> "Advice":
     """Search each method's strength, confirm the best on fresh seeds, and say what to use.
 
@@ -103,6 +104,8 @@ def advise(model: str = "cnn", data: str = "fashion_mnist", *, budget: str | flo
         seed: the search's training seed; the confirmation uses seed + 1 … seed + seeds.
         model_params, train_size, val_size, test_size, data_seed, epochs: the data and model (see ``RunConfig``);
             ``training`` holds further ``RunConfig`` settings (optimizer, lr, batch_size, …).
+        backend, ray_address: where the confirmation runs go: ``"local"`` (``workers`` processes) or ``"ray"``
+            (a Ray cluster, ``dropkit.lab.sweep``); the search shares its studies through ``storage``.
         progress: show progress; ``echo`` prints the plan and the answer (None: silent).
 
     Returns:
@@ -122,7 +125,8 @@ def advise(model: str = "cnn", data: str = "fashion_mnist", *, budget: str | flo
 
 
 def _advise(model, data, *, budget, methods, at, workers, db, out, storage, top_k, seeds, trials, cocktails, seed,
-            model_params, train_size, val_size, test_size, data_seed, epochs, training, progress, echo):
+            model_params, train_size, val_size, test_size, data_seed, epochs, training, backend, ray_address,
+            progress, echo):
     from dropkit.lab.advisor import budget as budget_mod
     from dropkit.lab.advisor.answer import Advice, Candidate, rank_candidates
     from dropkit.lab.advisor.arms import BASELINE_ARM, plan_arms
@@ -146,6 +150,8 @@ def _advise(model, data, *, budget, methods, at, workers, db, out, storage, top_
     _check_int("trials", trials, 2, optional=True)
     _check_int("cocktails", cocktails, 0)
     _check_int("seed", seed, 0)
+    if backend not in ("local", "ray"):
+        raise ValueError(f"backend must be 'local' or 'ray', got {backend!r}")
     if at is not None and (isinstance(at, str) or not all(isinstance(a, str) for a in at) or not at):
         raise TypeError(f"at must be a non-empty list of submodule names, got {at!r}")
     if storage is not None and (not isinstance(storage, str) or "://" not in storage):
@@ -229,7 +235,8 @@ def _advise(model, data, *, budget, methods, at, workers, db, out, storage, top_
     say(f"confirmation: {len(configs)} runs ({len(candidates)} candidates + baseline × {plan.seeds} seeds) "
         f"into {db}")
     with Store(db) as store:
-        run_confirmation(configs, store, workers=workers, tag=f"advise-{fingerprint}", progress=progress)
+        run_confirmation(configs, store, workers=workers, tag=f"advise-{fingerprint}", progress=progress,
+                         backend=backend, ray_address=ray_address)
         runs = collect(configs, store)
     ranked_candidates, mde = rank_candidates(candidates, runs)
 

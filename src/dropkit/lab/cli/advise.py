@@ -78,6 +78,9 @@ def add_advise_args(p: argparse.ArgumentParser, *, testbed: bool = False) -> Non
     r.add_argument("--storage", default=None,
                    help="Optuna storage URL shared by several workers or machines (default: SQLite beside --db)")
     r.add_argument("--out", default=None, help="report folder (default lab-results/advise/)")
+    r.add_argument("--backend", choices=["local", "ray"], default="local",
+                   help="where the confirmation runs go: local worker processes or a Ray cluster")
+    r.add_argument("--address", default=None, help="Ray cluster address (default: start Ray locally)")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress output")
 
 
@@ -94,7 +97,8 @@ def run_advise(args: argparse.Namespace, *, default_name: str = "advise") -> int
                storage=args.storage, top_k=args.top_k, seeds=args.seeds, trials=args.trials,
                cocktails=args.cocktails, seed=args.seed, model_params=model_params, train_size=args.train_size,
                val_size=args.val_size, test_size=args.test_size, data_seed=args.data_seed, epochs=args.epochs,
-               training=training, progress=not args.quiet)
+               training=training, backend=getattr(args, "backend", "local"),
+               ray_address=getattr(args, "address", None), progress=not args.quiet)
     except (ValueError, TypeError, FileNotFoundError) as err:
         print(f"dropkit advise: {err}", file=sys.stderr)
         return 2
