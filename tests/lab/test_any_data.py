@@ -171,3 +171,15 @@ def test_user_model_config_errors(signals, tmp_path, user_net):
         tiny(signals, model="vgg16")
     with pytest.raises(ValueError, match="probe_point"):
         run(tiny(signals, model=f"{user_net}:lenet", probe={"fractions": [0.0, 0.5]}))
+
+
+def test_editing_the_user_model_file_makes_a_new_run(signals, tmp_path):
+    path = tmp_path / "net.py"
+    path.write_text("from torch import nn\ndef build(in_channels, num_classes):\n"
+                    "    return nn.Sequential(nn.Flatten(), nn.LazyLinear(num_classes))\n")
+    before = tiny(signals, model=f"{path}:build").config_hash()
+    assert tiny(signals, model=f"{path}:build").config_hash() == before  # same file: same run (resumable)
+    path.write_text(path.read_text().replace("nn.LazyLinear(num_classes)", "nn.LazyLinear(8), nn.ReLU(), "
+                                                                         "nn.Linear(8, num_classes)"))
+    assert tiny(signals, model=f"{path}:build").config_hash() != before  # another network: not "already done"
+    assert tiny(signals, model="mlp").to_dict()["model"] == "mlp"

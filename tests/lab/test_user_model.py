@@ -27,6 +27,15 @@ def test_cnn1d_takes_signals_and_names_its_points(length):
     assert model.probe_point in dict(model.named_modules())
 
 
+@pytest.mark.parametrize("name, input_shape", [("cnn1d", (2, 40)), ("mlp", (7,))])
+def test_new_models_compile_in_one_graph(name, input_shape):
+    model = M.build_model(name, input_shape[0], 3, input_shape[1:], **({"width": 4} if name == "cnn1d" else {}))
+    compiled = torch.compile(model, fullgraph=True, backend="eager")
+    for n in (2, 5):
+        x = torch.randn(n, *input_shape)
+        assert torch.allclose(compiled(x), model(x))
+
+
 @pytest.mark.parametrize("input_shape", [(1, 10, 10), (2, 40), (7,)])
 def test_mlp_takes_any_input(input_shape):
     model = M.build_model("mlp", input_shape[0], 3, input_shape[1:], hidden=(8,))

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from dropkit.lab.user_model import is_user_model_spec, parse_user_model_spec
+from dropkit.lab.user_model import is_user_model_spec, parse_user_model_spec, user_model_digest
 
 __all__ = [
     "BASELINE", "OPTIMIZERS", "LR_SCHEDULES", "MODEL_NAMES", "VARIANTS", "PREPROCESSING", "DEVICES",
@@ -159,6 +159,9 @@ class RunConfig:
         for name, default in LATER_FIELDS.items():  # stores written before these fields existed keep matching
             if values.get(name) == default:
                 values.pop(name)
+        if is_user_model_spec(self.model):
+            # the spec names a file: hash what it holds, so an edited network is a new run, not "already done"
+            values["model_source"] = user_model_digest(self.model)
         blob = json.dumps(values, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

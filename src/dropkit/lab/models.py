@@ -343,22 +343,8 @@ def build_model(name: str, in_channels: int, num_classes: int, spatial_size: Seq
         raise ValueError(f"model {name}: bad model parameters {kwargs}: {err}") from None
 
 
-@torch.no_grad()
 def feature_shapes(model: nn.Module, names: Sequence[str], sample: torch.Tensor) -> dict[str, tuple[int, ...]]:
     """The output shape (without the batch dimension) of each named submodule for ``sample`` (eval mode)."""
-    modules = dict(model.named_modules())
-    missing = [n for n in names if n not in modules]
-    if missing:
-        raise ValueError(f"no submodule named {missing} in {type(model).__name__}")
-    shapes: dict[str, tuple[int, ...]] = {}
-    hooks = [modules[n].register_forward_hook(
-        lambda _m, _i, out, n=n: shapes.__setitem__(n, tuple(out.shape[1:]))) for n in names]
-    was_training = model.training
-    try:
-        model.eval()
-        model(sample)
-    finally:
-        model.train(was_training)
-        for h in hooks:
-            h.remove()
-    return shapes
+    from dropkit.lab.insertion import point_shapes
+
+    return dict(zip(names, point_shapes(model, [(n, "after") for n in names], sample)))

@@ -14,7 +14,8 @@ and ``dropkit run --model my_net.py:build …``. Where a method goes is found au
 The file is executed as a module (its folder first on ``sys.path``, so it may import its neighbours) once per
 process and change of the file; a ready module *instance* is refused, because every run needs fresh weights.
 Checking a spec's form (``parse_user_model_spec``) loads neither the file nor torch, so a config can be checked
-cheaply.
+cheaply. A run's identity (``RunConfig.config_hash``) includes the file's SHA-256 (``user_model_digest``): an
+edited network is a new run, not one the store has "already done" (modules the file imports are not hashed).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from torch import nn
 
-__all__ = ["USER_MODEL_ARGS", "is_user_model_spec", "parse_user_model_spec", "load_user_model"]
+__all__ = ["USER_MODEL_ARGS", "is_user_model_spec", "parse_user_model_spec", "user_model_digest", "load_user_model"]
 
 #: what dropkit offers a user's model builder; it receives those its signature names
 USER_MODEL_ARGS = ("in_channels", "num_classes", "input_shape")
@@ -59,6 +60,13 @@ def parse_user_model_spec(spec: str) -> tuple[Path, str]:
     if not file.is_file():
         raise FileNotFoundError(f"model file {path!r} (from {spec!r}) does not exist")
     return file, name
+
+
+def user_model_digest(spec: str) -> str:
+    """SHA-256 of the file ``spec`` names (what a run's identity should depend on; modules it imports are not
+    included)."""
+    file, _ = parse_user_model_spec(spec)
+    return hashlib.sha256(file.read_bytes()).hexdigest()
 
 
 def _import_file(file: Path) -> ModuleType:
