@@ -130,3 +130,13 @@ def test_config_and_report_load_neither_torch_nor_the_trainer():
             top = {a.name for n in tree.body if isinstance(n, ast.Import) for a in n.names}
             top |= {n.module or "" for n in tree.body if isinstance(n, ast.ImportFrom)}
             assert not {m for m in top if m == "torch" or m.startswith("torch.")}, f"{start} loads torch via {name}"
+
+
+def test_no_module_imports_a_private_name_of_another():
+    offenders = []
+    for name, path in _modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("dropkit")):
+                offenders += [f"{name}: from {node.module} import {a.name}" for a in node.names
+                              if a.name.startswith("_") and not a.name.startswith("__")]
+    assert not offenders

@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from dropkit.lab.config import RunConfig
 from dropkit.lab.recipes.dental import EdgeMLP, Edges, canny, edge_mlp, edges, erode, gaussian_blur
 from dropkit.methods.dropout import Dropout
 from props import binomial_tolerance
@@ -151,3 +152,21 @@ def test_edge_mlp_drops_thirty_percent_of_the_input_in_training_only() -> None:
 def test_edge_mlp_bad_arguments(kwargs, error) -> None:
     with pytest.raises(error):
         edge_mlp(**kwargs)
+
+
+def test_edges_preprocessing_and_the_edge_mlp_recipe(npz):
+    from dropkit.lab.data import load_dataset
+    from dropkit.lab.train import run
+
+    data = load_dataset(npz, train_size=48, val_size=12, preprocess="edges")
+    for split in (data.x_train, data.x_val, data.x_test):
+        assert len(split.unique()) <= 2  # a binary edge map, normalised
+    plain = load_dataset(npz, train_size=48, val_size=12)
+    assert len(plain.x_train.unique()) > 100
+    common = dict(data=npz, train_size=48, val_size=12, epochs=1, batch_size=16, model="edge_mlp",
+                  preprocess="edges", model_params={"hidden": (16,)})
+    with_dropout = run(RunConfig.from_dict({**common, "method": "none"}))
+    without = run(RunConfig.from_dict({**common, "method": "none", "model_params": {"hidden": (16,), "p_in": 0.0}}))
+    assert 0 <= with_dropout["metrics"]["test_acc"] <= 1 and 0 <= without["metrics"]["test_acc"] <= 1
+    with pytest.raises(ValueError, match="preprocess must be one of"):
+        RunConfig.from_dict({**common, "preprocess": "sobel"})

@@ -3,26 +3,45 @@
 ``run(config) -> result`` trains one configuration (``RunConfig``); ``Store`` keeps every run in SQLite;
 ``expand_grid``/``execute`` run sweeps locally or on Ray; ``write_report`` writes Markdown + static HTML with
 figures; ``coadaptation_probe`` is Heuristic Dropout's masking probe; ``lab_configs``/``run_lab`` are ``dropkit lab``.
-``find_insertion_points`` finds where methods go in any network; ``load_user_model`` builds ``FILE.py:NAME``.
+``find_insertion_points`` finds where methods go in any network; ``load_user_model`` builds ``FILE.py:NAME``;
+``advise`` (``dropkit.lab.advisor``) searches and confirms which regularizer to use.
+
+The names below load on first use: the command line imports ``dropkit.lab.cli`` through this package, and a core
+install (without the lab's extras: SciPy, rich, MONAI, matplotlib) must still start it.
 """
 
-from dropkit.lab.data import Dataset, generate_organs, load_dataset, load_image_folder, load_npz, read_idx
-from dropkit.lab.insertion import InsertionPoints, MethodDoesNotFit, Point, find_insertion_points
-from dropkit.lab.models import MLP, ResNet, SignalCNN, SmallCNN, UNet, build_model
-from dropkit.lab.probes.coadaptation import coadaptation_probe
-from dropkit.lab.report import summarize, write_report
-from dropkit.lab.store import Store
-from dropkit.lab.suite import lab_configs, run_lab
-from dropkit.lab.sweep import execute, expand_grid, load_sweep
-from dropkit.lab.config import BASELINE, RunConfig
-from dropkit.lab.train import RunFailed, run
-from dropkit.lab.user_model import load_user_model
+from __future__ import annotations
 
-__all__ = [
-    "Dataset", "generate_organs", "load_dataset", "load_image_folder", "load_npz", "read_idx",
-    "InsertionPoints", "MethodDoesNotFit", "Point", "find_insertion_points",
-    "MLP", "ResNet", "SignalCNN", "SmallCNN", "UNet", "build_model", "load_user_model",
-    "coadaptation_probe", "summarize", "write_report", "Store",
-    "lab_configs", "run_lab", "execute", "expand_grid", "load_sweep",
-    "BASELINE", "RunConfig", "RunFailed", "run",
-]
+import importlib
+from typing import Any
+
+#: public name → the module that defines it
+_EXPORTS = {
+    **dict.fromkeys(("Dataset", "generate_organs", "load_dataset", "load_image_folder", "load_npz", "read_idx"),
+                    "dropkit.lab.data"),
+    **dict.fromkeys(("InsertionPoints", "MethodDoesNotFit", "Point", "find_insertion_points"), "dropkit.lab.insertion"),
+    **dict.fromkeys(("MLP", "ResNet", "SignalCNN", "SmallCNN", "UNet", "build_model"), "dropkit.lab.models"),
+    "load_user_model": "dropkit.lab.user_model",
+    **dict.fromkeys(("advise", "Advice"), "dropkit.lab.advisor"),
+    "coadaptation_probe": "dropkit.lab.probes.coadaptation",
+    **dict.fromkeys(("summarize", "write_report"), "dropkit.lab.report"),
+    "Store": "dropkit.lab.store",
+    **dict.fromkeys(("lab_configs", "run_lab"), "dropkit.lab.suite"),
+    **dict.fromkeys(("execute", "expand_grid", "load_sweep"), "dropkit.lab.sweep"),
+    **dict.fromkeys(("BASELINE", "RunConfig"), "dropkit.lab.config"),
+    **dict.fromkeys(("RunFailed", "run"), "dropkit.lab.train"),
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'dropkit.lab' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

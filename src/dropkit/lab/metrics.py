@@ -1,7 +1,10 @@
 """The lab's losses and metrics: cross-entropy (classification), cross-entropy + soft Dice (segmentation), and
-the evaluation of a model in eval mode (accuracy, or Dice and IoU over the foreground classes)."""
+the evaluation of a model in eval mode (accuracy, or Dice and IoU over the foreground classes). The segmentation
+loss and metrics are MONAI's, imported on first use."""
 
 from __future__ import annotations
+
+import functools
 
 import torch
 import torch.nn.functional as F
@@ -13,27 +16,33 @@ __all__ = ["dice_iou", "loss", "evaluate", "primary_metric"]
 
 
 def dice_iou(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-image Dice and IoU averaged over the foreground classes (an empty class predicted empty scores 1)."""
-    classes = torch.arange(1, num_classes, device=pred.device)[None, :, None, None]
-    p, t = (pred[:, None] == classes), (target[:, None] == classes)
-    inter = (p & t).sum((2, 3)).float()
-    sizes = p.sum((2, 3)).float() + t.sum((2, 3)).float()
-    union = sizes - inter
-    dice = torch.where(sizes > 0, 2 * inter / sizes.clamp_min(1), torch.ones_like(inter))
-    iou = torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(inter))
+    """Per-image Dice and IoU of label maps (N, H, W), averaged over the foreground classes (MONAI's
+    ``compute_dice``/``compute_iou``; a class absent from both prediction and target scores 1)."""
+    from monai.metrics import compute_dice, compute_iou
+    from monai.networks.utils import one_hot
+
+    p, t = (one_hot(labels[:, None], num_classes) for labels in (pred, target))
+    dice = compute_dice(p, t, include_background=False, ignore_empty=False)
+    iou = compute_iou(p, t, include_background=False, ignore_empty=False)
     return dice.mean(1), iou.mean(1)
 
 
+@functools.cache
+def _dice_ce() -> torch.nn.Module:
+    from monai.losses import DiceCELoss
+
+    # Soft Dice over the batch (one ratio per class, not per image) with +1 smoothing on both sides, so a class
+    # missing from a batch neither divides by zero nor dominates; the background class is left out of the Dice.
+    return DiceCELoss(include_background=False, to_onehot_y=True, softmax=True, batch=True, smooth_nr=1.0,
+                      smooth_dr=1.0)
+
+
 def loss(logits: torch.Tensor, y: torch.Tensor, task: str) -> torch.Tensor:
-    """Cross-entropy; for segmentation plus (1 − soft Dice) over the foreground classes (the usual U-Net pair)."""
+    """Cross-entropy; for segmentation plus (1 − soft Dice) over the foreground classes (MONAI's ``DiceCELoss``,
+    the usual U-Net pairing)."""
     if task == "classification":
         return F.cross_entropy(logits, y)
-    ce = F.cross_entropy(logits, y)
-    prob = logits.float().softmax(1)[:, 1:]
-    onehot = F.one_hot(y, logits.shape[1]).permute(0, 3, 1, 2)[:, 1:].float()
-    inter = (prob * onehot).sum((0, 2, 3))
-    soft_dice = (2 * inter + 1) / (prob.sum((0, 2, 3)) + onehot.sum((0, 2, 3)) + 1)
-    return ce + (1 - soft_dice.mean())
+    return _dice_ce()(logits.float(), y[:, None])
 
 
 @torch.no_grad()

@@ -24,7 +24,6 @@ from collections import OrderedDict
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from dropkit.lab.config import VARIANTS
@@ -225,48 +224,37 @@ class MLP(nn.Module):
         return self.head(self.body(self.flatten(self.input(x))))
 
 
-class UNetStage(nn.Module):
-    """Conv3×3–BN–ReLU → [insertion point after ``act1``] → Conv3×3–BN–ReLU."""
-
-    def __init__(self, c_in: int, c_out: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(c_out)
-        self.act1 = nn.ReLU()
-        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(c_out)
-        self.act2 = nn.ReLU()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act2(self.bn2(self.conv2(self.act1(self.bn1(self.conv1(x))))))
-
-
 class UNet(nn.Module):
-    """A 2-D U-Net (Ronneberger et al. 2015) with ``levels`` down/up steps (by default as many as the image allows,
-    at most 3), widths w·2^level, max-pool down, transposed-conv up, skip concatenation, a 1×1 head. The insertion
-    points sit between the two convolutions of every encoder, bottleneck and decoder stage."""
+    """A 2-D U-Net (Ronneberger et al. 2015) built from MONAI's blocks, with ``levels`` down/up steps (by default as
+    many as the image allows, at most 3), widths w·2^level, max-pool down, transposed-conv up, skip concatenation,
+    a 1×1 head.
+
+    Every stage is MONAI's ``TwoConv`` (Conv3×3–BN–ReLU twice, no bias) and every decoder step MONAI's ``UpCat``
+    (deconvolution halving the channels, the skip concatenated, a ``TwoConv``). The insertion points sit between
+    the two convolutions of every encoder, bottleneck and decoder stage: after the stage's ``conv_0`` block.
+    MONAI's own ``BasicUNet`` has four fixed levels, too deep for the lab's small images, hence the blocks.
+    """
 
     def __init__(self, in_channels: int, num_classes: int, image_size: Sequence[int], width: int = 16,
                  levels: int | None = None) -> None:
         super().__init__()
+        from monai.networks.nets.basic_unet import TwoConv, UpCat  # imported on use: MONAI loads slowly
+
         if levels is None:
             levels = max(1, min(3, int(math.log2(min(image_size))) - 2))
         self.levels = levels
         widths = [width * 2**i for i in range(levels + 1)]
-        self.enc = nn.ModuleList()
-        c_in = in_channels
-        for c in widths[:-1]:
-            self.enc.append(UNetStage(c_in, c))
-            c_in = c
-        self.pool = nn.MaxPool2d(2)
-        self.mid = UNetStage(widths[-2], widths[-1])
-        self.up = nn.ModuleList([nn.ConvTranspose2d(widths[i + 1], widths[i], 2, stride=2)
-                                 for i in reversed(range(levels))])
-        self.dec = nn.ModuleList([UNetStage(2 * widths[i], widths[i]) for i in reversed(range(levels))])
-        self.head = nn.Conv2d(widths[0], num_classes, 1)
+        block = {"act": ("relu", {}), "norm": ("batch", {}), "bias": False, "dropout": 0.0}
         self.input = nn.Identity()
-        self.insertion_points = {"conv": [f"enc.{i}.act1" for i in range(levels)] + ["mid.act1"]
-                                 + [f"dec.{i}.act1" for i in range(levels)], "input": ["input"]}
+        self.enc = nn.ModuleList([TwoConv(2, c_in, c, **block)
+                                  for c_in, c in zip([in_channels, *widths[:-2]], widths[:-1])])
+        self.pool = nn.MaxPool2d(2)
+        self.mid = TwoConv(2, widths[-2], widths[-1], **block)
+        self.dec = nn.ModuleList([UpCat(2, widths[i + 1], widths[i], widths[i], **block, upsample="deconv")
+                                  for i in reversed(range(levels))])
+        self.head = nn.Conv2d(widths[0], num_classes, 1)
+        self.insertion_points = {"conv": [f"enc.{i}.conv_0" for i in range(levels)] + ["mid.conv_0"]
+                                 + [f"dec.{i}.convs.conv_0" for i in range(levels)], "input": ["input"]}
         self.probe_point = f"dec.{levels - 1}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -277,12 +265,8 @@ class UNet(nn.Module):
             skips.append(x)
             x = self.pool(x)
         x = self.mid(x)
-        for up, stage, skip in zip(self.up, self.dec, reversed(skips)):
-            x = up(x)
-            dh, dw = skip.shape[-2] - x.shape[-2], skip.shape[-1] - x.shape[-1]
-            if dh or dw:  # odd sizes: pad the upsampled map to its skip's size
-                x = F.pad(x, (dw // 2, dw - dw // 2, dh // 2, dh - dh // 2))
-            x = stage(torch.cat([skip, x], dim=1))
+        for up, skip in zip(self.dec, reversed(skips)):
+            x = up(x, skip)  # odd sizes: UpCat pads the upsampled map to its skip's size
         return self.head(x)
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from dropkit.lab.config import BASELINE
 from dropkit.lab.stats import CONFIDENCE, binomial_se, mean_std, paired_test
-from dropkit.lab.store import Store
+from dropkit.lab.store import EXPERIMENT, Store
 
 __all__ = ["summarize", "write_report", "summary_table"]
 
@@ -364,7 +364,7 @@ def write_report(db: str | os.PathLike | Store, out: str | os.PathLike, *, title
     store = db if isinstance(db, Store) else Store(db) if Path(db).is_file() else None
     if store is None:
         raise FileNotFoundError(f"store {str(db)!r} does not exist; run `dropkit run`, `sweep` or `lab` first")
-    runs = store.runs()
+    runs = [r for r in store.runs() if r["kind"] != EXPERIMENT]  # experiment scripts report themselves
     if not isinstance(db, Store):
         store.close()
     if not runs:

@@ -10,6 +10,7 @@ the rest. WAL mode and a busy timeout let a report read while a sweep writes.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sqlite3
@@ -19,10 +20,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Store", "STATUSES", "SCHEMA_VERSION"]
+__all__ = ["Store", "STATUSES", "SCHEMA_VERSION", "EXPERIMENT"]
 
 SCHEMA_VERSION = 1
 STATUSES = ("running", "done", "failed")
+#: the ``kind`` of a result recorded by an experiment script (``record_experiment``), not by the trainer
+EXPERIMENT = "experiment"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -157,6 +160,41 @@ class Store:
                  json.dumps(result.get("environment")),
                  None if result.get("probe") is None else json.dumps(result["probe"]), json.dumps(extra),
                  time.time(), float(result.get("wall_s", 0.0)), run_id))
+
+    def record_experiment(self, experiment: str, config: Mapping[str, Any], metrics: Mapping[str, Any], *,
+                          tag: str | None = None, environment: Mapping[str, Any] | None = None,
+                          wall_s: float = 0.0) -> str:
+        """Store one finished result of an experiment script (kind ``"experiment"``) and return its key.
+
+        The key hashes the experiment's name and ``config``; recording the same config again replaces the earlier
+        result (an experiment script reruns all its arms at once). The ``model`` column holds the experiment's
+        name; ``method``, ``data`` and ``seed`` come from ``config`` when it has them.
+
+        Args:
+            experiment: the script's name, e.g. ``"moe_lm"``.
+            config: what determines this result (JSON-serialisable).
+            metrics: its numbers (JSON-serialisable).
+        """
+        if not isinstance(experiment, str) or not experiment:
+            raise ValueError(f"experiment must be a non-empty name, got {experiment!r}")
+        for name, value in (("config", config), ("metrics", metrics)):
+            if not isinstance(value, Mapping):
+                raise TypeError(f"{name} must be a mapping, got {type(value).__name__}")
+        stored = {"experiment": experiment, **config}
+        blob = json.dumps(stored, sort_keys=True, separators=(",", ":"))
+        key = f"{experiment}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}"
+        now = time.time()
+        with self.transaction() as cur:
+            cur.execute("DELETE FROM runs WHERE config_hash = ?", (key,))
+            cur.execute(
+                "INSERT INTO runs (config_hash, kind, method, dataset, model, seed, train_size, tag, config, status, "
+                "environment, metrics, started_at, finished_at, wall_s, attempts) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'done', ?, ?, ?, ?, ?, 1)",
+                (key, EXPERIMENT, str(config.get("method", experiment)), str(config.get("data", "")), experiment,
+                 int(config.get("seed", 0)), config.get("train_size"), tag, blob,
+                 None if environment is None else json.dumps(environment), json.dumps(dict(metrics)),
+                 now - wall_s, now, float(wall_s)))
+        return key
 
     def fail(self, config_hash: str, error: str, *, environment: Mapping[str, Any] | None = None) -> None:
         with self.transaction() as cur:

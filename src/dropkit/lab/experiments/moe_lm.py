@@ -282,6 +282,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=float, default=d.lr)
     parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument("--json", default=None, help="also write the results to this JSON file (rank 0)")
+    parser.add_argument("--db", default="runs.db", help="also record each p's result in this lab store (rank 0; "
+                                                        "'' to skip)")
 
 
 def config_from_args(args: argparse.Namespace) -> LMConfig:
@@ -319,10 +321,28 @@ def run_from_args(args: argparse.Namespace) -> int:
             print(format_results(results))
             if args.json:
                 Path(args.json).write_text(json.dumps({"config": asdict(cfg), "results": results}, indent=2))
+            if args.db:
+                record_results(args.db, cfg, results, corpus=args.corpus, world=world)
+                print(f"moe-lm: {len(results)} results recorded in {args.db}")
     finally:
         if group is not None:
             dist.destroy_process_group()
     return 0
+
+
+def record_results(db: str, cfg: LMConfig, results: list[dict[str, Any]], *, corpus: str | None,
+                   world: int) -> None:
+    """Each p's result as one experiment result in the lab's store (kind ``experiment``)."""
+    from dropkit.lab.env import environment
+    from dropkit.lab.store import Store
+
+    setting = {k: v for k, v in asdict(cfg).items() if k != "p_values"}
+    env = environment()
+    with Store(db) as store:
+        for r in results:
+            config = {"method": "gating_dropout", "data": str(corpus or FORTUNES_DIR), "world_size": world,
+                      **setting, "p": r["p"]}
+            store.record_experiment("moe_lm", config, r, environment=env)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

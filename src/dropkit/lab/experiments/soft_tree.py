@@ -182,6 +182,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--test-size", type=int, default=2000, help="features: test images")
     parser.add_argument("--plot", default=None, help="regression: write the deepest tree's fits to this PNG")
     parser.add_argument("--json", default=None, help="write the per-run rows to this JSON file")
+    parser.add_argument("--db", default="runs.db", help="also record every row in this lab store ('' to skip)")
 
 
 def run_from_args(args: argparse.Namespace) -> int:
@@ -211,7 +212,28 @@ def run_from_args(args: argparse.Namespace) -> int:
         print(format_table(rows, "train_acc"))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
+    if args.db:
+        record_rows(args.db, rows, args, lr)
+        print(f"soft-tree: {len(rows)} rows recorded in {args.db}")
     return 0
+
+
+def record_rows(db: str, rows: list[dict[str, Any]], args: argparse.Namespace, lr: float) -> None:
+    """Each (depth, p, seed) row as one experiment result in the lab's store (kind ``experiment``)."""
+    from dropkit.lab.env import environment
+    from dropkit.lab.store import Store
+
+    if args.task == "regression":
+        setting = {"data": "sin-regression", "train_size": args.n_train, "noise": args.noise}
+    else:
+        setting = {"data": args.data, "train_size": args.train_size, "test_size": args.test_size}
+    env = environment()
+    with Store(db) as store:
+        for row in rows:
+            config = {"method": "hme_dropout", "task": args.task, "steps": args.steps, "lr": lr, **setting,
+                      "depth": row["depth"], "p": row["p"], "seed": row["seed"]}
+            metrics = {k: v for k, v in row.items() if k not in ("depth", "p", "seed")}
+            store.record_experiment("soft_tree", config, metrics, tag=f"soft-tree {args.task}", environment=env)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,5 +1,6 @@
-"""Structural Dropout's width probe (``dropkit probe width``): train a model with Structural Dropout, then evaluate every width of the slimmed
-model on the validation split, store the accuracy-vs-width curve with parameter counts, and plot it.
+"""Structural Dropout's width probe (``dropkit probe width``): train a model with Structural Dropout, evaluate
+every width of the slimmed model on the validation split, and plot the accuracy-vs-width curve with parameter
+counts (the command stores it).
 
 Structural Dropout (Knodt 2022) trains one network whose every prefix of hidden units works on its own; after
 training, ``dropkit.slim`` cuts the model to a width and ``dropkit.width_sweep`` picks the smallest width whose
