@@ -236,3 +236,19 @@ def test_a_trial_that_trained_every_epoch_is_never_pruned(planted, tmp_path):
     states = {t.number: (t.state.name, max(t.intermediate_values, default=0)) for t in trials}
     assert ("PRUNED", 3) not in states.values(), states
     assert any(state == "PRUNED" for state, _ in states.values()), states  # the pruner did act, earlier
+
+
+def test_a_search_cut_by_its_deadline_leaves_every_arm_the_same_number_of_trials(npz, tmp_path):
+    import dataclasses
+
+    base = RunConfig(data=npz, model="mlp", model_params={"hidden": [16]}, train_size=None, val_size=15, epochs=2)
+    data = get_dataset(base)
+    torch.manual_seed(0)
+    arms, _ = plan_arms(build_run_model(base, data), data.x_train[:2], ["dropout", "gaussian_dropout"])
+    settings = SearchSettings(storage=f"sqlite:///{tmp_path / 'studies.db'}", prefix="d", trials=40)
+    run_search(base, arms[:1], settings, progress=False)  # the baseline, and the storage warmed up
+    started = time.time()
+    studies = run_search(base, arms, dataclasses.replace(settings, deadline=started + 3.0), progress=False)
+    counts = [trials_used(studies[a.name]) for a in arms[1:]]
+    assert sum(counts) < 80  # the deadline cut the search …
+    assert max(counts) - min(counts) <= 1, counts  # … evenly

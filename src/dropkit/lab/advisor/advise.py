@@ -207,11 +207,14 @@ def _advise(model, data, *, budget, methods, at, workers, db, out, storage, top_
     url = storage or f"sqlite:///{db.with_suffix('.optuna.db')}"
     db.parent.mkdir(parents=True, exist_ok=True)
     deadline = started + budget_s - plan.confirm_s * budget_mod.SAFETY - budget_mod.FIXED_S
+    # the single methods get their share of the search's time, so a slow machine still leaves the cocktails theirs
+    first_share = (len(singles) + len(explicit)) / searched
     settings = SearchSettings(storage=url, prefix=fingerprint, trials=plan.trials, seed=seed, workers=workers,
-                              deadline=deadline)
+                              deadline=time.time() + max(0.0, deadline - time.time()) * first_share)
     release = storage is None
     studies = run_search(search_base, [BASELINE_ARM, *singles, *explicit], settings, progress=progress,
                          release_interrupted=release)
+    settings = dataclasses.replace(settings, deadline=deadline)
     ranked_singles = _ranked(singles, studies, best_trial)
     mixes = _cocktails(ranked_singles, n_cocktails)
     if mixes:
@@ -252,7 +255,8 @@ def _advise(model, data, *, budget, methods, at, workers, db, out, storage, top_
                "db": str(db), "storage": url, "fingerprint": fingerprint}
     advice = Advice(setting=setting, candidates=ranked_candidates, baseline=baseline, skipped=skipped, points=points,
                     curves=trial_curves(studies), detectable=mde, seeds=confirm_seeds,
-                    plan=dataclasses.asdict(plan))
+                    plan=dataclasses.asdict(plan),
+                    trials={name: trials_used(study) for name, study in studies.items()})
     advice.wall_s = time.time() - started
     if out is not None:
         advice.report = write_report(advice, runs, out)

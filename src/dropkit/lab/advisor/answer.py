@@ -95,6 +95,7 @@ class Advice:
     plan: dict[str, Any]
     wall_s: float = math.nan
     report: dict[str, str] = field(default_factory=dict)
+    trials: dict[str, int] = field(default_factory=dict)  # search trials each arm had (fewer when time ran out)
 
     @property
     def recommendation(self) -> Candidate | None:
@@ -164,7 +165,7 @@ class Advice:
         return {"setting": self.setting, "plan": self.plan, "seeds": self.seeds, "baseline": self.baseline,
                 "candidates": [cand(c) for c in self.candidates], "skipped": self.skipped, "points": self.points,
                 "recommendation": None if rec is None else rec.name, "conclusion": self.conclusion(),
-                "code": self.code(), "detectable": self.detectable, "wall_s": self.wall_s}
+                "code": self.code(), "detectable": self.detectable, "wall_s": self.wall_s, "trials": self.trials}
 
 
 def rank_candidates(candidates: Sequence[Candidate], runs: Mapping[str, Any], baseline_name: str = "none"

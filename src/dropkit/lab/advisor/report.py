@@ -146,7 +146,7 @@ def write_report(advice: Advice, runs: Mapping[str, Any], out: str | Path) -> di
         figures.append(("confirmation.png", "Confirmed gains per seed"))
     header, rows = advice.table_rows()
     skipped = [[m, why] for m, why in advice.skipped.items()]
-    points = [[m, where] for m, where in advice.points.items()]
+    points = [[m, where, str(advice.trials.get(m, "—"))] for m, where in advice.points.items()]
     md = [f"# dropkit advise: {advice.setting.get('model')} on {advice.setting.get('data')}", "",
           _setting_text(advice), "", "## Answer", "", advice.conclusion(), "",
           "```python", advice.code(), "```", "", "## Ranked candidates (confirmation on test)", "",
@@ -155,7 +155,7 @@ def write_report(advice: Advice, runs: Mapping[str, Any], out: str | Path) -> di
           "the paired t-test's p-value adjusted for the number of candidates. Step overhead: epoch time against "
           "the baseline's, measured while the runs shared the machine (indicative).", ""]
     md += [f"![{title}]({name})\n" for name, title in figures]
-    md += ["## Insertion points", "", _md_table(["method", "points"], points), ""]
+    md += ["## Insertion points and search trials", "", _md_table(["method", "points", "trials"], points), ""]
     if skipped:
         md += ["## Skipped methods", "", _md_table(["method", "why"], skipped), ""]
     (out / "report.md").write_text("\n".join(md))
@@ -164,7 +164,7 @@ def write_report(advice: Advice, runs: Mapping[str, Any], out: str | Path) -> di
             "<h2>Answer</h2>", f"<p><b>{html.escape(advice.conclusion())}</b></p>",
             f"<pre>{html.escape(advice.code())}</pre>", "<h2>Ranked candidates</h2>", _html_table(header, rows)]
     body += [f"<h3>{html.escape(t)}</h3><img src='{n}' alt='{html.escape(t)}'>" for n, t in figures]
-    body += ["<h2>Insertion points</h2>", _html_table(["method", "points"], points)]
+    body += ["<h2>Insertion points and search trials</h2>", _html_table(["method", "points", "trials"], points)]
     if skipped:
         body += ["<h2>Skipped methods</h2>", _html_table(["method", "why"], skipped)]
     style = ("body{font-family:sans-serif;max-width:70em;margin:2em auto}table{border-collapse:collapse}"

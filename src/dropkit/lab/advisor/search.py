@@ -200,7 +200,9 @@ def _objective(trial: optuna.Trial, arm: Arm, base: Any, data: Any, budget: int)
 
 def search_worker(base: Mapping[str, Any], arms: Sequence[Arm], settings: SearchSettings, worker: int,
                   single_thread: bool = True, progress: bool = False) -> None:
-    """One worker: go through the arms in order and run trials until each study's budget is used.
+    """One worker: run trials round by round (every arm's first trial, then every arm's second, …) until each
+    study's budget is used, so a search stopped by its deadline leaves every arm with the same number of trials
+    (±1).
 
     Args:
         base: the search's ``RunConfig`` as a dict (the arm's method, params and placement are set per trial).
@@ -219,16 +221,18 @@ def search_worker(base: Mapping[str, Any], arms: Sequence[Arm], settings: Search
     data = withhold_test(get_dataset(config))
     storage = make_storage(settings)
     caught = (OverBudget, RunFailed)  # anything else is a bug: the worker stops and says so
-    for arm in arms:
-        study = optuna.load_study(study_name=study_name(settings, arm), storage=storage,
-                                  sampler=_sampler(settings, worker), pruner=_pruner(config.epochs))
-        budget = budget_for(arm, settings)
-        while trials_used(study) < budget:
-            if settings.deadline is not None and time.time() > settings.deadline:
-                return
-            study.optimize(lambda t: _objective(t, arm, config, data, budget), n_trials=1, catch=caught)
-            if progress:
-                print(f"  search: {arm.name} {trials_used(study)}/{budget}", flush=True)
+    studies = {arm.name: optuna.load_study(study_name=study_name(settings, arm), storage=storage,
+                                           sampler=_sampler(settings, worker), pruner=_pruner(config.epochs))
+               for arm in arms}
+    for round_ in range(1, max((budget_for(a, settings) for a in arms), default=0) + 1):
+        for arm in arms:
+            study, limit = studies[arm.name], min(round_, budget_for(arm, settings))
+            while trials_used(study) < limit:
+                if settings.deadline is not None and time.time() > settings.deadline:
+                    return
+                study.optimize(lambda t: _objective(t, arm, config, data, limit), n_trials=1, catch=caught)
+                if progress:
+                    print(f"  search: {arm.name} {trials_used(study)}/{budget_for(arm, settings)}", flush=True)
 
 
 def run_search(base: Any, arms: Sequence[Arm], settings: SearchSettings, *, progress: bool = True,
