@@ -37,7 +37,9 @@ bench: $(STAMP)
 	$(VENV)/bin/torchrun --standalone --nproc_per_node 2 -m dropkit.cli experts moe-lm --steps 150 --p 0 0.3 \
 	  --decision shared_generator --corpus /usr/share/common-licenses/GPL-3
 
-# The lab's default comparison. Fashion-MNIST comes from Debian's dataset-fashion-mnist package (never downloaded
+# The advisor on the default testbed (docs/advisor.md): which regularizer, where and how strong for the lab CNN on
+# 1 000 Fashion-MNIST images, searched and confirmed within 10 minutes; `dropkit lab --fixed` is the old
+# fixed-strength comparison. Fashion-MNIST comes from Debian's dataset-fashion-mnist package (never downloaded
 # at run time); as root the package is installed when missing, otherwise we say how to get the files.
 lab: $(STAMP)
 	@if [ -z "$$DROPKIT_DATA" ] && [ ! -f $(FASHION_MNIST)/train-images-idx3-ubyte.gz ]; then \

@@ -86,6 +86,14 @@ class MethodCard:
         measured cost."""
         return f"docs/methods/{self.name}.md"
 
+    @property
+    def search_space(self) -> dict[str, Any]:
+        """The parameters that set this method's strength and the ranges to tune them over
+        (``dropkit.search_space.Range`` values; empty for block methods). See ``dropkit.search_space``."""
+        from dropkit.search_space import search_space
+
+        return search_space(self.name)
+
     def as_dict(self) -> dict[str, Any]:
         """JSON-friendly view (defaults rendered with ``repr`` when they are not plain values)."""
 

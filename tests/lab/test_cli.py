@@ -38,13 +38,14 @@ def test_cli_run_sweep_report_probe_and_lab(npz, tmp_path, capsys):
                  "--repeats", "1", "--images", "20", "-q", *common]) == 0
 
     labdb = str(tmp_path / "lab.db")
-    args = ["lab", "--quick", "--data", npz, "--methods", "none,dropout,spatial_dropout", "--train-size", "30",
+    args = ["lab", "--fixed", "--quick", "--data", npz, "--methods", "none,dropout,spatial_dropout", "--train-size", "30",
             "--val-size", "6", "--test-size", "20", "--db", labdb, "--out", str(tmp_path / "lab"), "-q"]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "report:" in out and "vs baseline" in out and "wall time" in out
     assert main(args) == 0  # resumes: everything already in the store
     assert "0 runs done" in capsys.readouterr().out
+    assert main(args[:1] + args[2:]) == 2  # without --fixed, --quick is refused: `dropkit lab` is the advisor
     assert main(["run", "--method", "dropout", "--epochs", "0", "--db", db]) == 2  # bad input: message, no trace
 
 
@@ -66,7 +67,7 @@ def test_version_and_every_lab_command_is_registered(capsys):
         cli_main(["--version"])
     assert stop.value.code == 0 and capsys.readouterr().out.strip() == f"dropkit {dropkit.__version__}"
     commands = build_parser()._subparsers._group_actions[0].choices
-    assert {"methods", "bench", "run", "sweep", "report", "lab", "probe", "experts"} <= set(commands)
+    assert {"methods", "bench", "advise", "run", "sweep", "report", "lab", "probe", "experts"} <= set(commands)
     probes = commands["probe"]._subparsers._group_actions[0].choices
     assert set(probes) == {"coadaptation", "width"}
 

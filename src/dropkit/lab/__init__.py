@@ -3,7 +3,8 @@
 ``run(config) -> result`` trains one configuration (``RunConfig``); ``Store`` keeps every run in SQLite;
 ``expand_grid``/``execute`` run sweeps locally or on Ray; ``write_report`` writes Markdown + static HTML with
 figures; ``coadaptation_probe`` is Heuristic Dropout's masking probe; ``lab_configs``/``run_lab`` are ``dropkit lab``.
-``find_insertion_points`` finds where methods go in any network; ``load_user_model`` builds ``FILE.py:NAME``.
+``find_insertion_points`` finds where methods go in any network; ``load_user_model`` builds ``FILE.py:NAME``;
+``advise`` (``dropkit.lab.advisor``) searches and confirms which regularizer to use.
 
 The names below load on first use: the command line imports ``dropkit.lab.cli`` through this package, and a core
 install (without the lab's extras: SciPy, rich, MONAI, matplotlib) must still start it.
@@ -21,6 +22,7 @@ _EXPORTS = {
     **dict.fromkeys(("InsertionPoints", "MethodDoesNotFit", "Point", "find_insertion_points"), "dropkit.lab.insertion"),
     **dict.fromkeys(("MLP", "ResNet", "SignalCNN", "SmallCNN", "UNet", "build_model"), "dropkit.lab.models"),
     "load_user_model": "dropkit.lab.user_model",
+    **dict.fromkeys(("advise", "Advice"), "dropkit.lab.advisor"),
     "coadaptation_probe": "dropkit.lab.probes.coadaptation",
     **dict.fromkeys(("summarize", "write_report"), "dropkit.lab.report"),
     "Store": "dropkit.lab.store",

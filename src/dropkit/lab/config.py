@@ -105,6 +105,8 @@ class RunConfig:
         test_every: also evaluate the test split every k epochs (0: after the last epoch only).
         probe: co-adaptation probe after training: ``{"fractions": [...], "repeats": r, "images": n}`` or None.
         device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+        also: more methods inserted besides ``method`` (a cocktail), each ``{"method": name, "params": {...},
+            "placement": group or list of points}`` (as ``placement``; None: the method's own place).
     """
 
     method: str = BASELINE
@@ -131,6 +133,7 @@ class RunConfig:
     test_every: int = 0
     probe: dict[str, Any] | None = None
     device: str = "auto"
+    also: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -153,6 +156,9 @@ class RunConfig:
 
     def config_hash(self) -> str:
         values = self.to_dict()
+        for name, default in LATER_FIELDS.items():  # stores written before these fields existed keep matching
+            if values.get(name) == default:
+                values.pop(name)
         if is_user_model_spec(self.model):
             # the spec names a file: hash what it holds, so an edited network is a new run, not "already done"
             values["model_source"] = user_model_digest(self.model)
@@ -229,6 +235,40 @@ class RunConfig:
             raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
         if self.probe is not None:
             check_probe(self.probe)
+        check_also(self.also, self.method)
+
+
+#: fields added after the store's first schema, with their defaults (left out of the hash when at the default)
+LATER_FIELDS: dict[str, Any] = {"also": []}
+_ALSO_KEYS = ("method", "params", "placement")
+
+
+def check_also(also: Any, method: str) -> None:
+    """Raise if ``also`` is not a list of ``{"method", "params", "placement"}`` tables of distinct methods."""
+    if not isinstance(also, list):
+        raise TypeError(f"also must be a list of {{method, params, placement}} tables, got {also!r}")
+    if also and method == BASELINE:
+        raise ValueError(f"also: the baseline {BASELINE!r} takes no further methods; put the first one in method")
+    seen = {method}
+    for i, entry in enumerate(also):
+        if not isinstance(entry, Mapping) or not isinstance(entry.get("method"), str):
+            raise TypeError(f"also[{i}] must be a table with a method name, got {entry!r}")
+        unknown = sorted(set(entry) - set(_ALSO_KEYS))
+        if unknown:
+            raise ValueError(f"also[{i}]: unknown key(s) {unknown}; allowed: {list(_ALSO_KEYS)}")
+        import dropkit
+
+        dropkit.get_card(entry["method"])  # ValueError with the closest names
+        if entry["method"] in seen:
+            raise ValueError(f"also[{i}]: method {entry['method']!r} is already in this run; each method once")
+        seen.add(entry["method"])
+        if not isinstance(entry.get("params", {}), Mapping):
+            raise TypeError(f"also[{i}].params must be a table, got {entry.get('params')!r}")
+        placement = entry.get("placement")
+        if placement is not None and not isinstance(placement, (str, list)):
+            raise TypeError(f"also[{i}].placement must be a group name, a list of points or None, got {placement!r}")
+        for point in placement if isinstance(placement, list) else []:
+            parse_point(point)
 
 
 def check_probe(probe: Any) -> None:

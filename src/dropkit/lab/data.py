@@ -298,6 +298,8 @@ def stratified_indices(labels: np.ndarray, n: int, *, seed: int, exclude: np.nda
     Each class's members are shuffled; the k-th of a class of size m gets the key (k + u)/m with u ~ U(0, 1), and
     the n smallest keys win: an even interleave of classes, so any prefix is stratified.
     """
+    if n == 0:  # e.g. no validation split: nothing to draw, even from an empty pool
+        return np.empty(0, dtype=np.int64)
     rng = np.random.default_rng(seed)
     labels = np.asarray(labels)
     pool = np.arange(len(labels))

@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 import torch
@@ -39,7 +39,7 @@ from dropkit.lab.placement import adapt_params, attach_params, placement_group, 
 from dropkit.lab.probes.coadaptation import coadaptation_probe
 
 __all__ = ["RunConfig", "RunFailed", "train", "run", "check_run", "environment", "evaluate", "get_dataset",
-           "BASELINE"]
+           "BASELINE", "build_run_model", "method_points"]
 
 
 class RunFailed(RuntimeError):
@@ -81,33 +81,57 @@ def _materialize(model: nn.Module, sample: torch.Tensor) -> None:
             model.train(was_training)
 
 
-def _find_points(config: RunConfig, card: Any, model: nn.Module, sample: torch.Tensor):
-    """(group, points): the run's insertion points, from an explicit list, the model's own groups, or found
-    automatically for a model without ``insertion_points`` (``dropkit.lab.insertion``)."""
-    if isinstance(config.placement, list):
-        return None, explicit_points(model, config.placement, sample)
+def method_points(placement: str | list[str] | None, params: Mapping[str, Any], card: Any, model: nn.Module,
+                 sample: torch.Tensor):
+    """(group, points): a method's insertion points, from an explicit list, the model's own groups, or found
+    automatically for a model without ``insertion_points`` (``dropkit.lab.insertion``).
+
+    Raises:
+        MethodDoesNotFit: the model has no place of the kind the method needs.
+    """
+    if isinstance(placement, list):
+        return None, explicit_points(model, placement, sample)
     if hasattr(model, "insertion_points"):
-        group = placement_group(card, model, config.placement)
+        group = placement_group(card, model, placement)
         return group, explicit_points(model, resolve_points(model, group), sample)
     found = find_insertion_points(model, sample)
-    if config.placement is None:
-        points = found.for_method(card, config.params)
+    if placement is None:
+        points = found.for_method(card, params)
         return next((g for g in AUTO_GROUPS if found.group(g) == points), None), points
-    points = found.group(config.placement)
+    points = found.group(placement)
     if not points:
-        raise MethodDoesNotFit(f"the model has no {config.placement!r} points (found: {found})")
-    return config.placement, points
+        raise MethodDoesNotFit(f"the model has no {placement!r} points (found: {found})")
+    return placement, points
 
 
 def _insert_method(config: RunConfig, model: nn.Module, sample: torch.Tensor):
-    """Attach the method; return (handles, card, placement record)."""
-    card = dropkit.get_card(config.method)
+    """Attach the run's method and its ``also`` methods (a cocktail); return (handles, cards, placement record).
+
+    The record is the first method's, with the others' records under ``"also"``.
+    """
+    handles, card, record = _insert_one(config, model, sample, config.method, config.params, config.placement)
+    cards, others = [card], []
+    for entry in config.also:
+        more, card, rec = _insert_one(config, model, sample, entry["method"], entry.get("params", {}),
+                                      entry.get("placement"))
+        handles += more
+        cards.append(card)
+        others.append({"method": entry["method"], **rec})
+    if others:
+        record["also"] = others
+    return handles, cards, record
+
+
+def _insert_one(config: RunConfig, model: nn.Module, sample: torch.Tensor, method: str, params: Mapping[str, Any],
+                placement: str | list[str] | None):
+    """Attach one method; return (handles, card, placement record)."""
+    card = dropkit.get_card(method)
     try:
-        group, points = _find_points(config, card, model, sample)
+        group, points = method_points(placement, params, card, model, sample)
     except MethodDoesNotFit as err:
-        raise RunFailed(f"{config.method} does not fit the {config.model}: {err}") from err
+        raise RunFailed(f"{method} does not fit the {config.model}: {err}") from err
     shapes = {p.spec: p.shape for p in points}
-    explicit = dict(config.params)
+    explicit = dict(params)
     for key, value in config.group_params.get(group, {}).items():
         default = card.defaults.get(key)
         # a group rate replaces only a rate-like default: p = 1 ("always apply", Cutout/FocusedDropout) or
@@ -124,13 +148,21 @@ def _insert_method(config: RunConfig, model: nn.Module, sample: torch.Tensor):
     try:
         check_fit(card, points, explicit)  # a method that refuses these features fails here, not mid-training
     except MethodDoesNotFit as err:
-        raise RunFailed(f"{config.method} does not fit the {config.model}: {err}") from err
+        raise RunFailed(f"{method} does not fit the {config.model}: {err}") from err
     try:
-        handles = attach_points(model, config.method, points, **passed)
+        handles = attach_points(model, method, points, **passed)
     except (ValueError, TypeError) as err:
-        raise RunFailed(f"{config.method} could not be inserted at {record['points']} of the {config.model} "
+        raise RunFailed(f"{method} could not be inserted at {record['points']} of the {config.model} "
                         f"(feature shapes {record['shapes']}): {err}") from err
     return handles, card, record
+
+
+def build_run_model(config: RunConfig, data: Dataset) -> nn.Module:
+    """The run's network for ``data``, nothing attached, lazy modules materialized (seed the global RNG first)."""
+    model = build_model(config.model, data.in_channels, data.num_classes, data.spatial_size,
+                        variant=config.variant, **config.model_params)
+    _materialize(model, data.x_train[:2])
+    return model
 
 
 def _check_params(card: Any, params: Mapping[str, Any], model: nn.Module, points: list[str]) -> None:
@@ -159,21 +191,19 @@ def _check_validation_split(config: RunConfig, model: nn.Module, data: Dataset) 
                          f"ones), but val_size is 0; set val_size ≥ 1 (--val-size)")
 
 
-def _build(config: RunConfig, data: Dataset) -> tuple[nn.Module, Any, Any, dict[str, Any]]:
-    """The run's model (initial weights fixed by the seed) with its method attached: (model, handle, card,
-    placement record)."""
+def _build(config: RunConfig, data: Dataset) -> tuple[nn.Module, list[Any], list[Any], dict[str, Any]]:
+    """The run's model (initial weights fixed by the seed) with its method (and its cocktail's ``also`` methods)
+    attached: (model, handles, cards, placement record)."""
     torch.manual_seed(config.seed)  # initial weights: the same for every method under this seed
-    model = build_model(config.model, data.in_channels, data.num_classes, data.spatial_size,
-                        variant=config.variant, **config.model_params)
-    _materialize(model, data.x_train[:2])
+    model = build_run_model(config, data)
     if config.probe is not None and not hasattr(model, "probe_point"):
         raise ValueError(f"the co-adaptation probe needs the model to name its penultimate module in "
                          f"`probe_point`; {config.model} does not: set it, or run without the probe")
-    handle, card, placement = None, None, {"group": None, "points": [], "shapes": {}, "params": {}}
+    handles, cards, placement = [], [], {"group": None, "points": [], "shapes": {}, "params": {}}
     if config.method != BASELINE:
-        handle, card, placement = _insert_method(config, model, data.x_train[:2])
+        handles, cards, placement = _insert_method(config, model, data.x_train[:2])
         _check_validation_split(config, model, data)
-    return model, handle, card, placement
+    return model, handles, cards, placement
 
 
 def check_run(config: RunConfig) -> None:
@@ -204,8 +234,15 @@ def _check_final_metrics(metrics: Mapping[str, Any]) -> None:
 
 
 def train(config: RunConfig, *, dataset: Dataset | None = None,
-          on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> tuple[dict[str, Any], nn.Module, Dataset]:
+          on_epoch: Callable[[int, dict[str, float]], None] | None = None, evaluate_test: bool = True,
+          val_epochs: Collection[int] | None = None) -> tuple[dict[str, Any], nn.Module, Dataset]:
     """Train and evaluate one configuration.
+
+    Args:
+        evaluate_test: evaluate the test split after the last epoch (and every ``test_every``); False for a
+            search, which must not read it (the ``gap`` is then train − validation).
+        val_epochs: the epochs after which the validation split is evaluated (None: every epoch); a search reads
+            it only where its pruner does.
 
     Returns:
         (result, model, dataset): ``result`` holds ``metrics`` (final), ``curves`` (one dict per epoch),
@@ -224,7 +261,7 @@ def train(config: RunConfig, *, dataset: Dataset | None = None,
     if device.type == "cuda":
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
 
-    model, handle, card, placement = _build(config, data)
+    model, _, cards, placement = _build(config, data)
     model.to(device)
     torch.manual_seed(config.seed + 7919)  # masks: deterministic, independent of how the weights were drawn
     order = torch.Generator().manual_seed(config.seed)  # batch order: the same for every method
@@ -237,9 +274,11 @@ def train(config: RunConfig, *, dataset: Dataset | None = None,
     lr_lambda = ((lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / total_steps)))
                  if config.lr_schedule == "cosine" else (lambda s: 1.0))
     lr_sched = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
-    schedule, weight_decay_rule = None, None
-    if card is not None:
+    schedules, weight_decay_rule = [], None
+    for card in cards:  # one schedule per method of a cocktail (each drives only its own layers)
         schedule = dropkit.schedule.from_card(card, model, total_steps)
+        if schedule is not None:
+            schedules.append(schedule)
         if card.schedule is not None and "weight_decay" in card.schedule and hasattr(schedule, "participating"):
             weight_decay_rule = ParticipationWeightDecay(optimizer, schedule, float(card.schedule["weight_decay"]))
     # The protocol speaks class labels (N,); per-pixel targets of a segmentation set have no label-aware reading.
@@ -258,7 +297,7 @@ def train(config: RunConfig, *, dataset: Dataset | None = None,
         for i in range(0, n, config.batch_size):
             idx = perm[i:i + config.batch_size]
             xb, yb = data.x_train[idx].to(device), data.y_train[idx].to(device)
-            if schedule is not None:
+            for schedule in schedules:
                 schedule.step()
             if weight_decay_rule is not None:
                 weight_decay_rule.step()
@@ -295,10 +334,10 @@ def train(config: RunConfig, *, dataset: Dataset | None = None,
         row: dict[str, float] = {"epoch": epoch, "train_loss": loss_sum / seen, "lr": optimizer.param_groups[0]["lr"]}
         if task == "classification":
             row["train_acc"] = correct / seen
-        if len(y_val):
+        if len(y_val) and (val_epochs is None or epoch in val_epochs):
             row.update({f"val_{k}": v for k, v in evaluate(model, data.x_val, data.y_val, task, data.num_classes,
                                                             device).items()})
-        if epoch == config.epochs or (config.test_every and epoch % config.test_every == 0):
+        if evaluate_test and (epoch == config.epochs or (config.test_every and epoch % config.test_every == 0)):
             test_metrics = evaluate(model, data.x_test, data.y_test, task, data.num_classes, device)
             row.update({f"test_{k}": v for k, v in test_metrics.items()})
         row["epoch_s"] = time.perf_counter() - t_epoch
@@ -311,14 +350,17 @@ def train(config: RunConfig, *, dataset: Dataset | None = None,
     metrics = {f"test_{k}": v for k, v in test_metrics.items()}
     metrics.update({f"train_{k}": v for k, v in train_eval.items()})
     metrics.update({k: v for k, v in curves[-1].items() if k.startswith("val_")})
-    metrics["gap"] = train_eval[key] - test_metrics[key]
-    metrics["n_test"] = len(data.y_test)
+    if evaluate_test:
+        metrics["gap"] = train_eval[key] - test_metrics[key]
+        metrics["n_test"] = len(data.y_test)
+    elif f"val_{key}" in metrics:
+        metrics["gap"] = train_eval[key] - metrics[f"val_{key}"]
     metrics["n_train"] = n
     _check_final_metrics(metrics)
     result = {
         "metrics": metrics, "curves": curves, "placement": placement, "task": task, "primary": f"test_{key}",
-        "environment": environment(device), "schedule": None if card is None or card.schedule is None
-        else json_safe(dict(card.schedule)),
+        "environment": environment(device), "schedule": None if not cards or cards[0].schedule is None
+        else json_safe(dict(cards[0].schedule)),
     }
     result["wall_s"] = time.perf_counter() - started
     return result, model, data

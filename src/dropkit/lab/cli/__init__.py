@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import argparse
 
-from dropkit.lab.cli import experiments, probes, runs
+from dropkit.lab.cli import advise, experiments, probes, runs
 
 __all__ = ["register_commands", "COMMAND_MODULES", "bench_resnet"]
 
 #: the modules whose ``add_commands`` builds the lab's part of the command line, in help order
-COMMAND_MODULES = (runs, probes, experiments)
+COMMAND_MODULES = (advise, runs, probes, experiments)
 
 
 def register_commands(subparsers: argparse._SubParsersAction) -> None:

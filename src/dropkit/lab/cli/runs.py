@@ -81,6 +81,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_lab(args: argparse.Namespace) -> int:
+    if not args.fixed:
+        from dropkit.lab.cli.advise import run_testbed
+
+        return run_testbed(args)
     from dropkit.lab.suite import lab_configs, run_lab
 
     tail = f"{args.suite}{'-quick' if args.quick else ''}"
@@ -139,8 +143,14 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--title", default="dropkit lab report")
     p.set_defaults(func=_cmd_report)
 
-    p = subparsers.add_parser("lab", help="the default comparison: every activation method vs no dropout, "
-                                          "several seeds, then the report")
+    p = subparsers.add_parser("lab", help="the advisor on the default testbed (the lab CNN, 1 000 Fashion-MNIST "
+                                          "images, 10 minutes); --fixed: the fixed-strength comparison of every "
+                                          "activation method vs no dropout")
+    p.add_argument("--fixed", action="store_true",
+                   help="the fixed-strength comparison (every method at its default strength, several seeds) "
+                        "instead of the advisor; --suite, --quick, --no-probe, --variant, --preprocess, --backend "
+                        "apply to it only")
+    p.add_argument("--budget", default=None, help="the advisor's wall-clock budget (default 10m)")
     p.add_argument("--suite", choices=["classification", "segmentation", "blocks"], default="classification",
                    help="classification (default), segmentation (U-Net, Dice), blocks (maxout, stochastic pooling, "
                         "Standout as model variants)")
