@@ -199,7 +199,7 @@ def test_output_folders_that_are_files_exit_2_before_any_run(npz, tmp_path, caps
     assert main(["sweep", str(sweep), "--db", str(db), "-q", "--report", str(afile)]) == 2
     assert "--report" in one_error_line(capsys)
     assert not db.exists()  # refused before running anything
-    assert main(["lab", "--quick", "--data", npz, "--methods", "none", "--db", str(db), "-q",
+    assert main(["lab", "--fixed", "--quick", "--data", npz, "--methods", "none", "--db", str(db), "-q",
                  "--out", str(afile)]) == 2
     assert "--out" in one_error_line(capsys)
     assert not db.exists()
