@@ -38,3 +38,21 @@ def test_a_broken_figure_is_caught(lab_report, tmp_path):
     broken.write_text(lab_report.read_text().replace(".png'", "-missing.png'", 1))
     with pytest.raises(AssertionError, match="did not load|request failed"):
         assert_page_renders(broken)
+
+
+@pytest.fixture(scope="module")
+def advisor_report(tmp_path_factory):
+    """The advisor's report on the planted noisy-label set (2 trials, 5 seeds: seconds)."""
+    from dropkit.lab.advisor import advise
+    from lab.test_advisor import PLANTED, _planted_npz
+
+    root = tmp_path_factory.mktemp("advice")
+    advise(data=_planted_npz(root / "planted.npz"), methods=["dropout"], trials=2, seeds=5, cocktails=0,
+           budget="1h", db=root / "runs.db", out=root / "report", progress=False, echo=None, **PLANTED)
+    return root / "report" / "index.html"
+
+
+def test_advisor_report_renders_in_chromium(advisor_report):
+    seen = assert_page_renders(advisor_report, tables=["table"], texts=["dropout", "dropkit.attach"], min_images=2)
+    names = {img["src"].rsplit("/", 1)[-1] for img in seen["images"]}
+    assert {"strength_response.png", "confirmation.png"} <= names

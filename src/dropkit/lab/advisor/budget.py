@@ -26,6 +26,9 @@ PRUNED_SHARE = 0.9     # a Hyperband trial's average cost as a share of a full r
                        # a handful of trials per arm few are stopped: measured 0.75–0.9 on the testbed)
 FIXED_S = 30.0         # worker start-up, data loading in each worker, the report
 SAFETY = 1.15          # the plan aims at this much less than the budget (other work slows the runs)
+# Two 1-thread workers side by side each run slower than the one calibration epoch did alone (shared memory
+# bandwidth and caches): `make lab` on the 2-core machine took 20.6 s a confirmation run against 16.2 s planned.
+PARALLEL_SLOWDOWN = 1.3
 
 
 @dataclass(frozen=True)
@@ -78,7 +81,7 @@ def plan_budget(budget_s: float, *, epoch_s: float, epochs: int, arms: int, top_
         ValueError: the minimum (``MIN_TRIALS`` trials, ``MIN_SEEDS`` seeds, or the user's numbers) needs more
             than ``budget_s``; the message says how much it needs.
     """
-    run_s = epochs * epoch_s * (1 + EVAL_SHARE)
+    run_s = epochs * epoch_s * (1 + EVAL_SHARE) * (PARALLEL_SLOWDOWN if workers > 1 else 1.0)
     k = min(top_k, arms)
 
     def confirm_s(s: int) -> float:
