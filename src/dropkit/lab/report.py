@@ -23,7 +23,7 @@ from dropkit.lab.config import BASELINE
 from dropkit.lab.stats import CONFIDENCE, binomial_se, mean_std, paired_test
 from dropkit.lab.store import EXPERIMENT, Store
 
-__all__ = ["summarize", "write_report", "summary_table"]
+__all__ = ["summarize", "write_report", "summary_table", "markdown_table", "html_table"]
 
 _ARM_FIELDS = ("method", "variant", "params", "placement", "group_params", "seed", "probe")
 
@@ -341,14 +341,16 @@ def _taxonomy_rows(comp: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
-def _md_table(header: list[str], rows: list[list[str]]) -> str:
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A Markdown table; a "|" or a newline inside a cell is escaped so it cannot break the row."""
     esc = lambda c: str(c).replace("|", "\\|").replace("\n", " ")  # noqa: E731
     lines = ["| " + " | ".join(map(esc, header)) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(map(esc, r)) + " |" for r in rows]
     return "\n".join(lines)
 
 
-def _html_table(header: list[str], rows: list[list[str]]) -> str:
+def html_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """An HTML table with every cell escaped."""
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
@@ -392,9 +394,9 @@ def write_report(db: str | os.PathLike | Store, out: str | os.PathLike, *, title
         env_line = (f"torch {env.get('torch')}, {env.get('device')} ({env.get('device_name')}), "
                     f"{env.get('threads')} threads, dropkit commit {str(env.get('commit'))[:12]}; "
                     f"{comp['n_done']} finished runs, {comp['wall_total'] / 60:.1f} min of training in all.")
-        md += [f"## {heading}", "", setting, "", _noise_note(comp), "", _md_table(header, rows), ""]
+        md += [f"## {heading}", "", setting, "", _noise_note(comp), "", markdown_table(header, rows), ""]
         body += [f"<h2>{heading}</h2>", f"<p>{html.escape(setting)}</p>", f"<p class='note'>{html.escape(_noise_note(comp))}</p>",
-                 _html_table(header, rows)]
+                 html_table(header, rows)]
         for name, caption in figs:
             md += [f"![{caption}]({name})", "", f"*{caption}*", ""]
             body.append(f"<figure><img src='{html.escape(name)}' alt='{html.escape(caption)}'>"
@@ -403,8 +405,8 @@ def write_report(db: str | os.PathLike | Store, out: str | os.PathLike, *, title
         if failed:
             fh, fr = ["method", "seed", "error"], [[lab, str(s), e or ""] for lab, s, e in failed]
             md += ["### Failed runs", "", "These methods could not run here; they are reported, not hidden.", "",
-                   _md_table(fh, fr), ""]
-            body += ["<h3>Failed runs</h3>", _html_table(fh, fr)]
+                   markdown_table(fh, fr), ""]
+            body += ["<h3>Failed runs</h3>", html_table(fh, fr)]
         unfinished = sum(a["unfinished"] for a in comp["arms"])
         if unfinished:
             note = (f"{unfinished} run(s) were interrupted and hold no result; re-run the same command to finish "
@@ -413,8 +415,8 @@ def write_report(db: str | os.PathLike | Store, out: str | os.PathLike, *, title
             body.append(f"<p>{html.escape(note)}</p>")
         th, tr = _taxonomy_rows(comp)
         if tr:
-            md += ["### Taxonomy of the methods compared", "", _md_table(th, tr), ""]
-            body += ["<h3>Taxonomy of the methods compared</h3>", _html_table(th, tr)]
+            md += ["### Taxonomy of the methods compared", "", markdown_table(th, tr), ""]
+            body += ["<h3>Taxonomy of the methods compared</h3>", html_table(th, tr)]
         md += [f"*Environment: {env_line}*", ""]
         body.append(f"<p class='env'>Environment: {html.escape(env_line)}</p>")
     (out / "report.md").write_text("\n".join(md))

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from dropkit.lab.advisor.answer import Advice
+from dropkit.lab.report import html_table, markdown_table
 
 __all__ = ["trial_curves", "write_report"]
 
@@ -113,19 +114,6 @@ def _gain_figure(advice: Advice, runs: Mapping[str, Any], path: Path) -> bool:
     return True
 
 
-def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    cell = lambda s: str(s).replace("|", "\\|")  # noqa: E731
-    lines = ["| " + " | ".join(map(cell, header)) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(map(cell, r)) + " |" for r in rows]
-    return "\n".join(lines)
-
-
-def _html_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
 def _setting_text(advice: Advice) -> str:
     s, p = advice.setting, advice.plan
     return (f"{s.get('model')} on {s.get('data')} ({s.get('train_size')} training images, {s.get('epochs')} epochs); "
@@ -150,23 +138,23 @@ def write_report(advice: Advice, runs: Mapping[str, Any], out: str | Path) -> di
     md = [f"# dropkit advise: {advice.setting.get('model')} on {advice.setting.get('data')}", "",
           _setting_text(advice), "", "## Answer", "", advice.conclusion(), "",
           "```python", advice.code(), "```", "", "## Ranked candidates (confirmation on test)", "",
-          _md_table(header, rows), "",
+          markdown_table(header, rows), "",
           "Gain: mean per-seed difference to the baseline in points, with its 95 % confidence interval; Holm p: "
           "the paired t-test's p-value adjusted for the number of candidates. Step overhead: epoch time against "
           "the baseline's, measured while the runs shared the machine (indicative).", ""]
     md += [f"![{title}]({name})\n" for name, title in figures]
-    md += ["## Insertion points and search trials", "", _md_table(["method", "points", "trials"], points), ""]
+    md += ["## Insertion points and search trials", "", markdown_table(["method", "points", "trials"], points), ""]
     if skipped:
-        md += ["## Skipped methods", "", _md_table(["method", "why"], skipped), ""]
+        md += ["## Skipped methods", "", markdown_table(["method", "why"], skipped), ""]
     (out / "report.md").write_text("\n".join(md))
     body = [f"<h1>dropkit advise: {html.escape(str(advice.setting.get('model')))} on "
             f"{html.escape(str(advice.setting.get('data')))}</h1>", f"<p>{html.escape(_setting_text(advice))}</p>",
             "<h2>Answer</h2>", f"<p><b>{html.escape(advice.conclusion())}</b></p>",
-            f"<pre>{html.escape(advice.code())}</pre>", "<h2>Ranked candidates</h2>", _html_table(header, rows)]
+            f"<pre>{html.escape(advice.code())}</pre>", "<h2>Ranked candidates</h2>", html_table(header, rows)]
     body += [f"<h3>{html.escape(t)}</h3><img src='{n}' alt='{html.escape(t)}'>" for n, t in figures]
-    body += ["<h2>Insertion points and search trials</h2>", _html_table(["method", "points", "trials"], points)]
+    body += ["<h2>Insertion points and search trials</h2>", html_table(["method", "points", "trials"], points)]
     if skipped:
-        body += ["<h2>Skipped methods</h2>", _html_table(["method", "why"], skipped)]
+        body += ["<h2>Skipped methods</h2>", html_table(["method", "why"], skipped)]
     style = ("body{font-family:sans-serif;max-width:70em;margin:2em auto}table{border-collapse:collapse}"
              "td,th{border:1px solid #ccc;padding:.25em .5em}img{max-width:100%}")
     (out / "index.html").write_text(f"<!doctype html><meta charset='utf-8'><title>dropkit advise</title>"
