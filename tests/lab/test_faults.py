@@ -158,10 +158,21 @@ def test_worker_processes_die_with_their_sweep(npz, tmp_path, sig):
         reap(proc, spawned)
 
 
+def loaded_torch(pid: int) -> bool:
+    try:
+        return "libtorch" in Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return False
+
+
 def test_ctrl_c_stops_a_sweep_and_its_workers_with_one_line(npz, tmp_path):
     proc, db = start_long_sweep(tmp_path, npz, session=True)
     spawned = children(proc.pid)
     try:
+        # A terminal's Ctrl-C reaches a worker that is still starting Python (before it can ignore SIGINT) only in
+        # the first seconds of a sweep; wait until both workers run torch code, as a user's Ctrl-C mid-sweep would.
+        wait_for(lambda: sum(loaded_torch(pid) for pid in spawned) >= 2, 120, "both workers to load torch")
+        time.sleep(2.0)
         os.killpg(proc.pid, signal.SIGINT)  # what a terminal sends to the whole foreground group
         _, err = proc.communicate(timeout=60)
         assert proc.returncode == 130

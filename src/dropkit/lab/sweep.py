@@ -28,6 +28,7 @@ the work, each skipping the runs the other holds. Worker processes die with the 
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import signal
@@ -345,6 +346,20 @@ def _stop_workers(pool: Any) -> None:
         process.join(timeout=5)
 
 
+@contextlib.contextmanager
+def _sigint_ignored():
+    """Ignore SIGINT in this process for the duration (no-op off the main thread, where handlers cannot change)."""
+    try:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _execute_pool(pending: Sequence[RunConfig], store: Store, bar: Progress, counts: dict[str, int], *,
                   tag: str | None, kind: str, workers: int) -> None:
     import concurrent.futures
@@ -365,8 +380,12 @@ def _execute_pool(pending: Sequence[RunConfig], store: Store, bar: Progress, cou
                 return
 
     try:
-        for _ in range(workers):
-            submit_next()
+        # The first submits start the worker processes. They are started with SIGINT ignored, which a spawned
+        # Python keeps from its first instruction: a terminal's Ctrl-C to the whole process group in a sweep's
+        # first seconds would otherwise hit a worker still importing torch and print its traceback.
+        with _sigint_ignored():
+            for _ in range(workers):
+                submit_next()
         while futures:
             # a bounded wait: a Ctrl-C delivered to another thread is acted on only when this one wakes up
             finished, _ = concurrent.futures.wait(futures, timeout=0.5,
