@@ -6,46 +6,20 @@ ends in the subprocess timeout, and the workers' own 60 s collective timeout mak
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-import torch
 
+from helpers.moe import run_two_ranks
 from helpers.props import binomial_tolerance
 
 WORLD = 2
 STEPS = 1000
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory):
     out = tmp_path_factory.mktemp("moe_reliability")
-    worker = Path(__file__).resolve().parent / "helpers" / "dist_moe_worker.py"
-    port = _free_port()
-    procs = [subprocess.Popen([sys.executable, str(worker), str(r), str(WORLD), str(port), str(out), "reliability"],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for r in range(WORLD)]
-    logs = []
-    try:
-        for proc in procs:
-            logs.append(proc.communicate(timeout=240)[0])
-    except subprocess.TimeoutExpired:
-        for proc in procs:
-            proc.kill()
-            proc.wait()
-        pytest.fail("distributed MoE reliability worker timed out (deadlock?)")
-    for r, proc in enumerate(procs):
-        assert proc.returncode == 0, f"rank {r} failed:\n{logs[r]}"
-    return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
+    return run_two_ranks(out, "reliability", timeout=240, world=WORLD)
 
 
 class TestLongRun:

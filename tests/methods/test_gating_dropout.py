@@ -8,9 +8,6 @@ timeout, and compare what each rank saw against a one-process reference recomput
 from __future__ import annotations
 
 import math
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -22,7 +19,7 @@ from dropkit.methods.gating_dropout import (
     GatingDropoutMoE, begin_gating_dropout_step, moe_aux_loss, moe_comm_stats, reset_moe_comm_stats,
 )
 from dropkit.moe import compute_capacity, dense_combine_weights
-from helpers.moe import CFG, make
+from helpers.moe import CFG, make, run_two_ranks
 from helpers.props import assert_compiles_fullgraph, binomial_tolerance
 
 
@@ -233,31 +230,10 @@ SHAPE = (2, 6, 8)
 TIGHT = dict(capacity_factor=0.5, min_capacity=1)  # as in the worker's routed scenarios
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory):
     out = tmp_path_factory.mktemp("moe_dist")
-    worker = Path(__file__).resolve().parents[1] / "helpers" / "dist_moe_worker.py"
-    port = _free_port()
-    procs = [subprocess.Popen([sys.executable, str(worker), str(r), str(WORLD), str(port), str(out)],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for r in range(WORLD)]
-    logs = []
-    try:
-        for proc in procs:
-            logs.append(proc.communicate(timeout=120)[0])
-    except subprocess.TimeoutExpired:
-        for proc in procs:
-            proc.kill()
-        pytest.fail("distributed MoE worker timed out (deadlock?)")
-    for r, proc in enumerate(procs):
-        assert proc.returncode == 0, f"rank {r} failed:\n{logs[r]}"
-    return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
+    return run_two_ranks(out, timeout=120, world=WORLD)
 
 
 def _inputs(rank: int) -> tuple[torch.Tensor, torch.Tensor]:
