@@ -89,3 +89,76 @@ class TestDropBlock:
     def test_all_dropped_gives_zeros_not_nan(self):
         y = dropkit.dropblock(torch.ones(2, 2, 4, 4), 1.0, 4)
         assert torch.equal(y, torch.zeros_like(y))
+
+
+class TestTableSampler:
+    """The table sampler: the dense sampler's draws, each map's mask looked up among all 2^V seed patterns."""
+
+    @pytest.mark.parametrize("spatial,block", [((8, 8), (7, 7)), ((6, 9), (3, 7)), ((4, 5, 4), (3, 4, 3)),
+                                               ((4, 4), (4, 4)), ((3, 4), (1, 1))])
+    def test_same_noise_same_mask_as_dense(self, spatial, block):
+        from dropkit.masks import block_keep_bool_from_noise, block_mask_plan, sample_uniform
+
+        x = torch.ones(6, 5, *spatial)
+        gamma = block_seed_rate(0.3, spatial, block)
+        dense = block_mask_plan(x, (6, 5), block, gamma, "dense")
+        table = block_mask_plan(x, (6, 5), block, gamma, "table")
+        assert table[0] == "table" and table[2] == dense[2]
+        noise = sample_uniform(dense[2], x, torch.Generator().manual_seed(1))
+        want = block_keep_bool_from_noise(noise, spatial, (6, 5), block, gamma, dense)
+        got = block_keep_bool_from_noise(noise, spatial, (6, 5), block, gamma, table)
+        assert got.dtype == torch.bool and got.shape == (6, 5, *spatial)
+        assert torch.equal(got, want)
+        assert not want.all() and want.any()  # the test saw both kept and dropped units
+
+    def test_auto_takes_the_table_on_maps_just_larger_than_the_block(self):
+        from dropkit.masks import block_mask_plan
+
+        x = torch.ones(32, 128, 8, 8)
+        gamma = block_seed_rate(0.1, (8, 8), (7, 7))
+        assert block_mask_plan(x, (32, 128), (7, 7), gamma)[0] == "table"
+        big = torch.ones(2, 2, 56, 56)
+        assert block_mask_plan(big, (2, 2), (7, 7), block_seed_rate(0.1, (56, 56), (7, 7)))[0] == "sparse"
+
+    def test_drop_fraction_matches_the_dense_sampler(self):
+        x = torch.ones(256, 64, 8, 8)
+        fracs = {}
+        for algorithm in ("table", "dense"):
+            y = dropkit.dropblock(x, 0.2, 7, scale_by_keep=False, algorithm=algorithm,
+                                  generator=torch.Generator().manual_seed(3))
+            fracs[algorithm] = (y == 0).float().mean().item()
+        # 16 384 maps, each with V = 4 seed positions: the fractions agree within binomial noise.
+        assert abs(fracs["table"] - fracs["dense"]) < 0.01
+        assert 0.1 < fracs["table"] <= 0.2
+
+    def test_too_many_valid_positions_is_refused_by_name(self):
+        with pytest.raises(ValueError, match="algorithm='dense' or 'sparse'"):
+            dropkit.dropblock(torch.ones(2, 2, 20, 20), 0.1, 3, algorithm="table")
+
+    def test_compiles_fullgraph_with_changing_batch(self):
+        from helpers.props import assert_compiles_fullgraph
+
+        assert_compiles_fullgraph(dropkit.create("dropblock", p=0.2, algorithm="table").train(),
+                                  torch.rand(4, 16, 8, 8))
+
+    def test_recompute_gives_the_same_output_and_gradient(self):
+        x = torch.randn(4, 8, 8, 8, requires_grad=True)
+        outs = []
+        for recompute in (False, True):
+            y = dropkit.dropblock(x, 0.3, 7, recompute=recompute, generator=torch.Generator().manual_seed(4))
+            (grad,) = torch.autograd.grad((y * y).sum(), x)
+            outs.append((y.detach(), grad))
+        assert torch.equal(outs[0][0], outs[1][0]) and torch.equal(outs[0][1], outs[1][1])
+
+
+def test_uint8_backed_bool_masks_match_plain_comparisons():
+    # The CPU fast paths write a bool mask through uint8 and read it back through uint8; the values must be
+    # exactly those of the plain comparison and cast.
+    from dropkit.masks import _bool_to, _zero_to_bool_
+
+    words = torch.randint(0, 3, (64, 9, 7), dtype=torch.int32, generator=torch.Generator().manual_seed(0))
+    want = words == 0
+    got = _zero_to_bool_(words.clone())
+    assert got.dtype == torch.bool and torch.equal(got, want)
+    for dtype in (torch.float32, torch.bfloat16, torch.float16):
+        assert torch.equal(_bool_to(got, dtype), want.to(dtype))

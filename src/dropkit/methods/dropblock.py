@@ -48,7 +48,7 @@ from dropkit.validation import (
 
 __all__ = ["dropblock", "DropBlock"]
 
-ALGORITHMS = ("auto", "sparse", "dense")
+ALGORITHMS = ("auto", "sparse", "dense", "table")
 
 
 def dropblock(
@@ -72,8 +72,9 @@ def dropblock(
         share_channels: one mask per sample shared by all channels instead of one per channel.
         scale_by_keep: rescale by the realised keep fraction of the whole mask.
         generator: optional generator for the seeds.
-        algorithm: ``"auto"``, ``"sparse"`` (skip sampling) or ``"dense"`` (a draw per valid position); the same
-            distribution, different cost.
+        algorithm: ``"auto"``, ``"sparse"`` (skip sampling), ``"dense"`` (a draw per valid position) or
+            ``"table"`` (the dense draws, each map's mask looked up among all 2^V seed patterns; maps with at most
+            16 valid positions); the same distribution, different cost.
         recompute: keep the generator state instead of the bool mask and rebuild the mask in backward (same
             output and gradient, bit for bit; no activation-sized memory kept, the mask built twice).
     """
