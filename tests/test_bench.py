@@ -59,3 +59,19 @@ def test_benchmark_harness_measures_and_checks_targets():
     assert all(r["median_ms"] > 0 for r in rows if not r["name"].startswith("gain:"))
     assert by_name["spatial_dropout"]["met"] in ("yes", "NO")
     assert "spatial_dropout" in buf.getvalue()
+
+
+def test_a_filter_that_matches_no_method_is_refused_before_any_timing(capsys):
+    # A regular expression where a shell-style pattern is expected used to time only the yardsticks and report
+    # "targets missed or failed: none", as if every method had passed.
+    import argparse
+
+    import pytest
+
+    from dropkit.bench import add_arguments, main
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    with pytest.raises(ValueError, match=r"--methods.*'\^dropblock\$'.*shell-style.*dropblock"):
+        main(parser.parse_args(["--methods", "^dropblock$", "--no-memory"]))
+    assert "median ms" not in capsys.readouterr().out

@@ -439,6 +439,12 @@ def main(args: argparse.Namespace, build_resnet: Callable[[], nn.Module] | None 
             raise ValueError(f"--device must be 'cpu' or 'cuda', got {d!r}")
         if d == "cuda" and not torch.cuda.is_available():
             raise ValueError("--device cuda: no CUDA device is available")
+    if args.methods is not None and not _activation_methods(args.methods):
+        import dropkit
+
+        names = ", ".join(c.name for c in dropkit.methods(kind="activation"))
+        raise ValueError(f"--methods {args.methods!r} matches no activation method; it is a shell-style pattern "
+                         f"such as '*drop*' or 'dropblock', over: {names}")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
