@@ -60,3 +60,26 @@ def test_search_spaces_cover_the_insertable_methods_and_clip_to_the_maps():
     assert clipped["block_size"] == Range(1, 2, integer=True) and clipped["p"] == Range(0.02, 0.4)
     assert fit_to_maps({"size": Range(2, 16, integer=True)}, [(1, 3, 3)])["size"].fixed
     assert fit_to_maps(dropkit.get_card("dropout").search_space, [(64,)]) == dropkit.get_card("dropout").search_space
+
+
+def test_a_trial_lost_to_a_race_for_the_last_slot_is_not_reported_as_a_failure(capfd):
+    # Two workers may both start an arm's last trial; the later one stops with OverBudget before training. Optuna
+    # used to print "Trial N failed ... because of the following error: OverBudget(...)" for each, which read as
+    # a broken search. Real failures must still be printed.
+    import optuna
+
+    from dropkit.lab.advisor.search import OverBudget, make_storage, quiet_optuna  # noqa: F401
+
+    quiet_optuna()
+    study = optuna.create_study(direction="maximize")
+
+    def over(trial):
+        raise OverBudget("dropout: 3 trials already started")
+
+    def broken(trial):
+        raise RuntimeError("the model diverged")
+
+    study.optimize(over, n_trials=1, catch=(OverBudget,))
+    assert "OverBudget" not in capfd.readouterr().err
+    study.optimize(broken, n_trials=1, catch=(RuntimeError,))
+    assert "the model diverged" in capfd.readouterr().err

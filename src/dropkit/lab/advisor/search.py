@@ -86,11 +86,20 @@ def make_storage(settings: SearchSettings) -> optuna.storages.BaseStorage:
                                       grace_period=4 * settings.heartbeat_s)
 
 
+def _not_over_budget(record: logging.LogRecord) -> bool:
+    return "OverBudget(" not in record.getMessage()
+
+
 def quiet_optuna() -> None:
     """Optuna logs every trial and warns that heartbeats and multivariate TPE are experimental; the advisor
-    reports progress itself."""
+    reports progress itself. A trial stopped by :class:`OverBudget` (a worker that lost the race for an arm's
+    last slot, before training anything) is not logged as a failed trial; real failures still are."""
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # Optuna logs a trial's exception through this module's logger (a logger's filters see only its own records)
+    trial_logger = logging.getLogger("optuna.study._optimize")
+    if _not_over_budget not in trial_logger.filters:
+        trial_logger.addFilter(_not_over_budget)
 
 
 def _engine_kwargs(url: str) -> dict[str, Any]:
