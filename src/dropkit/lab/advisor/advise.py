@@ -193,14 +193,23 @@ def _advise(model, data, *, budget, methods, at, workers, db, out, storage, top_
     for name, why in skipped.items():
         say(f"  skipped {name}: {why}")
 
-    epoch_s = _time_epoch(search_base, withhold_test(dataset))
+    epoch_s, image_s = _time_epoch_and_evaluation(search_base, withhold_test(dataset))
+    n_train, n_val, n_test = len(dataset.y_train), len(dataset.y_val), len(dataset.y_test)
+    from dropkit.lab.advisor.search import validation_epochs
+
+    # a trial reads the validation split at its rungs and the training split once; a confirmation run the test
+    # split and its training split (the search's training and validation images) once
+    trial_eval_s = image_s * (n_val * len(validation_epochs(search_base.epochs)) + n_train)
+    run_eval_s = image_s * (n_test + n_train + n_val)
     n_cocktails = min(cocktails, _possible_cocktails(singles))
     searched = len(singles) + len(explicit) + n_cocktails
     k = min(top_k, searched)
     plan = budget_mod.plan_budget(budget_s, epoch_s=epoch_s, epochs=search_base.epochs, arms=searched, top_k=k,
-                                  workers=workers, seeds=seeds, trials=trials)
+                                  workers=workers, trial_eval_s=trial_eval_s, run_eval_s=run_eval_s, seeds=seeds,
+                                  trials=trials)
     say(f"plan: {searched} arms × {plan.trials} trials (+ the baseline once), then {k} candidates + baseline × "
-        f"{plan.seeds} seeds; {epoch_s:.2f} s an epoch → about {plan.total_s / 60:.1f} of {budget_s / 60:.1f} min")
+        f"{plan.seeds} seeds; {epoch_s:.2f} s an epoch, {run_eval_s:.1f} s of evaluation a run → about "
+        f"{plan.total_s / 60:.1f} of {budget_s / 60:.1f} min")
 
     # ---------------------------------------------------------------- search
     fingerprint = _fingerprint({k_: v for k_, v in search_base.to_dict().items() if k_ != "device"})
@@ -273,14 +282,27 @@ def _mean(values: Any) -> float:
     return sum(vals) / len(vals) if vals else math.nan
 
 
-def _time_epoch(base: Any, data: Any) -> float:
-    """Seconds of one training epoch of the baseline on this thread, without validation or test: the second of
-    two epochs (the first pays one-time costs: allocations, lazy imports)."""
+#: Images the calibration evaluates to time evaluation per image (the training images: the test split is withheld).
+CALIBRATION_EVAL_IMAGES = 1000
+
+
+def _time_epoch_and_evaluation(base: Any, data: Any) -> tuple[float, float]:
+    """Seconds of one training epoch of the baseline on this thread, without validation or test (the second of
+    two epochs: the first pays one-time costs: allocations, lazy imports), and seconds of evaluation per image
+    (the trained baseline on up to ``CALIBRATION_EVAL_IMAGES`` training images, after one warm-up batch)."""
+    from dropkit.lab.env import resolve_device
+    from dropkit.lab.metrics import evaluate
     from dropkit.lab.train import train
 
-    result, _, _ = train(dataclasses.replace(base, method="none", epochs=2), dataset=data, evaluate_test=False,
-                         val_epochs=set())
-    return float(result["curves"][-1]["epoch_s"])
+    result, model, _ = train(dataclasses.replace(base, method="none", epochs=2), dataset=data,
+                             evaluate_test=False, val_epochs=set())
+    device = resolve_device(base.device)
+    x, y = data.x_train[:CALIBRATION_EVAL_IMAGES], data.y_train[:CALIBRATION_EVAL_IMAGES]
+    evaluate(model, x[:8], y[:8], data.task, data.num_classes, device)
+    start = time.perf_counter()
+    evaluate(model, x, y, data.task, data.num_classes, device)
+    image_s = (time.perf_counter() - start) / max(1, len(y))
+    return float(result["curves"][-1]["epoch_s"]), image_s
 
 
 def _ranked(arms: Sequence[Any], studies: Mapping[str, Any], best_trial: Any) -> list[Any]:

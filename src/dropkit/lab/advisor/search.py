@@ -25,6 +25,7 @@ validation accuracy per epoch, the same trial budget for every arm.
 from __future__ import annotations
 
 import logging
+import re
 import multiprocessing
 import time
 import warnings
@@ -86,8 +87,29 @@ def make_storage(settings: SearchSettings) -> optuna.storages.BaseStorage:
                                       grace_period=4 * settings.heartbeat_s)
 
 
-def _not_over_budget(record: logging.LogRecord) -> bool:
-    return "OverBudget(" not in record.getMessage()
+class _HideOverBudget(logging.Filter):
+    """Drops Optuna's two warnings for a trial stopped by :class:`OverBudget` ("Trial N failed with parameters
+    … OverBudget(…)", then "Trial N failed with value None."); every other record passes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hidden: str | None = None  # the number of the trial whose first warning was dropped
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        number = re.match(r"Trial (\d+) failed", message)
+        if number is None:
+            return True
+        if "OverBudget(" in message:
+            self.hidden = number.group(1)
+            return False
+        if self.hidden == number.group(1) and "failed with value None" in message:
+            self.hidden = None
+            return False
+        return True
+
+
+_HIDE_OVER_BUDGET = _HideOverBudget()
 
 
 def quiet_optuna() -> None:
@@ -98,8 +120,8 @@ def quiet_optuna() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # Optuna logs a trial's exception through this module's logger (a logger's filters see only its own records)
     trial_logger = logging.getLogger("optuna.study._optimize")
-    if _not_over_budget not in trial_logger.filters:
-        trial_logger.addFilter(_not_over_budget)
+    if _HIDE_OVER_BUDGET not in trial_logger.filters:
+        trial_logger.addFilter(_HIDE_OVER_BUDGET)
 
 
 def _engine_kwargs(url: str) -> dict[str, Any]:
