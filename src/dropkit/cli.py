@@ -105,6 +105,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Bad input from the command line: say what was wrong, no traceback.
         print(f"dropkit {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except RuntimeError as err:
+        # A worker process killed from outside (the out-of-memory killer): one line that says how to resume.
+        sweep = sys.modules.get("dropkit.lab.sweep")
+        if sweep is None or not isinstance(err, sweep.WorkerDied):
+            raise
+        print(f"dropkit {args.command}: error: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         # Ctrl-C: finished runs are already stored, each in its own transaction; the rest is redone next time.
         resume = (f"; finished runs are kept in {args.db or 'the store'}, run the same command again to resume"

@@ -101,3 +101,51 @@ def test_ray_backend_runs_the_same_grid_into_the_same_store_format(npz, tmp_path
         execute(configs, store, progress=False)
         local = {r["config"]["method"]: r["metrics"]["test_acc"] for r in store.runs()}
     assert by_ray == local  # same configs, same seeds, one thread each: the same results
+
+
+KILLED_IN_A_WORKER = '''
+import multiprocessing
+import os
+import signal
+
+from torch import nn
+
+
+def build(in_channels, num_classes, input_shape):
+    # as the out-of-memory killer would: SIGKILL, in a sweep's worker process only
+    if multiprocessing.parent_process() is not None and os.environ.get("DROPKIT_TEST_KILL_WORKER") == "1":
+        os.kill(os.getpid(), signal.SIGKILL)
+    return nn.Sequential(nn.Flatten(), nn.LazyLinear(num_classes))
+'''
+
+
+def test_a_killed_worker_stops_the_sweep_with_one_clear_error_and_keeps_what_finished(npz, tmp_path, monkeypatch):
+    # A worker killed from outside (the out-of-memory killer) used to surface as BrokenProcessPool with a
+    # traceback from concurrent.futures; the sweep must say what happened and how to resume, and the runs in
+    # flight must be redone by the next call.
+    (tmp_path / "killer.py").write_text(KILLED_IN_A_WORKER)
+    spec = f"{tmp_path / 'killer.py'}:build"
+    configs = [RunConfig.from_dict(dict(data=npz, train_size=48, val_size=12, epochs=1, batch_size=16, model=spec,
+                                        method="none", seed=s)) for s in (0, 1, 2)]
+    monkeypatch.setenv("DROPKIT_TEST_KILL_WORKER", "1")
+    with Store(tmp_path / "killed.db") as store:
+        with pytest.raises(S.WorkerDied, match=r"worker process died.*SIGKILL.*out-of-memory.*run the same command"):
+            execute(configs, store, progress=False, workers=2)
+        assert {r["status"] for r in store.runs()} <= {"running"}  # nothing recorded as a result
+        monkeypatch.setenv("DROPKIT_TEST_KILL_WORKER", "0")
+        assert execute(configs, store, progress=False, workers=2) == {"done": 3, "failed": 0, "skipped": 0}
+
+
+def test_the_cli_prints_a_dead_worker_as_one_line(monkeypatch, capsys):
+    from dropkit import cli
+
+    def die(args):
+        raise S.WorkerDied("a sweep worker process died (killed by SIGKILL); run the same command again to resume")
+
+    parser = cli.build_parser()
+    args = parser.parse_args(["bench", "--no-memory"])
+    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    monkeypatch.setattr(parser, "parse_args", lambda argv=None: (setattr(args, "func", die), args)[1])
+    assert cli.main([]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "killed by SIGKILL" in err and "Traceback" not in err

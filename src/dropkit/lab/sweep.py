@@ -360,6 +360,22 @@ def _sigint_ignored():
         signal.signal(signal.SIGINT, previous)
 
 
+class WorkerDied(RuntimeError):
+    """A sweep worker process ended without a result (killed from outside, e.g. by the out-of-memory killer)."""
+
+
+def _worker_died(pool: Any, in_flight: Sequence[RunConfig], counts: Mapping[str, int]) -> WorkerDied:
+    codes = sorted({p.exitcode for p in (getattr(pool, "_processes", None) or {}).values()
+                    if p.exitcode not in (None, 0)})
+    how = ", ".join(f"killed by {signal.Signals(-c).name}" if c < 0 else f"exit code {c}" for c in codes)
+    oom = (" — SIGKILL is what the out-of-memory killer sends: fewer --workers, a smaller batch or model"
+           if -signal.SIGKILL in codes else "")
+    runs = "; ".join(_describe(c) for c in in_flight)
+    return WorkerDied(f"a sweep worker process died ({how or 'no exit code'}){oom}; the runs in flight ({runs}) "
+                      f"are not recorded, the {counts['done']} finished here are kept: run the same command again to "
+                      "resume")
+
+
 def _execute_pool(pending: Sequence[RunConfig], store: Store, bar: Progress, counts: dict[str, int], *,
                   tag: str | None, kind: str, workers: int) -> None:
     import concurrent.futures
@@ -392,7 +408,11 @@ def _execute_pool(pending: Sequence[RunConfig], store: Store, bar: Progress, cou
                                                   return_when=concurrent.futures.FIRST_COMPLETED)
             for future in finished:
                 config = futures.pop(future)
-                _record_outcome(config, future.result(), store, bar, counts)
+                try:
+                    outcome = future.result()
+                except concurrent.futures.process.BrokenProcessPool:
+                    raise _worker_died(pool, [config, *futures.values()], counts) from None
+                _record_outcome(config, outcome, store, bar, counts)
                 submit_next()
     except BaseException:
         _stop_workers(pool)

@@ -25,8 +25,9 @@ validation accuracy per epoch, the same trial budget for every arm.
 from __future__ import annotations
 
 import logging
-import re
 import multiprocessing
+import re
+import signal
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -292,8 +293,11 @@ def run_search(base: Any, arms: Sequence[Arm], settings: SearchSettings, *, prog
                 p.join()
         failed = [p.exitcode for p in procs if p.exitcode not in (0, None)]
         if failed:
-            raise RuntimeError(f"search workers exited with codes {failed}; the studies keep what finished "
-                               f"(run the same command again to resume)")
+            from dropkit.lab.sweep import WorkerDied
+
+            how = ", ".join(f"killed by {signal.Signals(-c).name}" if c < 0 else f"exit code {c}" for c in failed)
+            raise WorkerDied(f"search worker processes died ({how}); the studies keep every finished trial: run the "
+                             "same command again to resume")
     return studies
 
 
