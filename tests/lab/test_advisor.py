@@ -252,3 +252,20 @@ def test_a_search_cut_by_its_deadline_leaves_every_arm_the_same_number_of_trials
     counts = [trials_used(studies[a.name]) for a in arms[1:]]
     assert sum(counts) < 80  # the deadline cut the search …
     assert max(counts) - min(counts) <= 1, counts  # … evenly
+
+
+def test_the_confirmation_on_ray_gives_the_local_answer(npz, tmp_path):
+    # The advisor's confirmation through Ray (one CPU per run) stores the same runs as the local workers: the same
+    # configs, seeds and one thread each give the same test scores, so the same answer.
+    ray = pytest.importorskip("ray")
+    kwargs = dict(methods="dropout", trials=2, seeds=5, cocktails=0, epochs=3, train_size=None, val_size=15,
+                  model_params={"hidden": [16]}, budget="1h", out=None, progress=False, echo=None)
+    try:
+        on_ray = advise("mlp", npz, db=tmp_path / "ray.db", backend="ray", **kwargs)
+    finally:
+        ray.shutdown()
+    local = advise("mlp", npz, db=tmp_path / "local.db", **kwargs)
+    for a, b in zip(on_ray.candidates, local.candidates, strict=True):
+        assert a.arm.name == b.arm.name and a.params == b.params
+        assert a.test_mean == pytest.approx(b.test_mean, abs=1e-12)
+    assert on_ray.baseline["test_mean"] == pytest.approx(local.baseline["test_mean"], abs=1e-12)
