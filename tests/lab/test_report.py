@@ -74,3 +74,52 @@ def test_block_variants_are_built_in_and_compared_as_arms(npz, tmp_path, model, 
     assert comp["baseline"]["label"] == "none" and comp["baseline"]["variant"] is None
     (other,) = [a for a in comp["arms"] if a is not comp["baseline"]]
     assert other["label"] == variant and other["test"].n == 2 and other["card"].name == variant
+
+
+def _advice_with_curves(curves):
+    import math
+
+    from dropkit.lab.advisor.answer import Advice
+
+    return Advice(setting={"metric": "accuracy"}, candidates=[], baseline={"search_value": 0.8}, skipped={},
+                  points={}, curves=curves, detectable=math.nan, seeds=[], plan={})
+
+
+def _trial(p, value, **more):
+    return {"params": {"dropblock.p": p, **more}, "value": value, "epoch": 30, "state": "complete", "number": 0}
+
+
+def test_a_second_parameter_that_never_changed_is_named_in_the_title_not_drawn_as_a_colour_scale():
+    # Every DropBlock trial of a run had block_size 3: the panel used to carry a colour bar from 2.7 to 3.3.
+    import matplotlib.pyplot as plt
+
+    from dropkit.lab.advisor.report import strength_figure
+
+    curves = {"dropblock": [_trial(0.1, 0.81, **{"dropblock.block_size": 3}),
+                            _trial(0.2, 0.82, **{"dropblock.block_size": 3})]}
+    fig = strength_figure(_advice_with_curves(curves))
+    try:
+        assert len(fig.axes) == 1  # no colour bar
+        assert fig.axes[0].get_title() == "dropblock (block_size = 3 in every trial)"
+    finally:
+        plt.close(fig)
+
+
+def test_an_integer_second_parameter_gets_a_discrete_scale_with_integer_ticks():
+    import matplotlib.pyplot as plt
+
+    from dropkit.lab.advisor.report import strength_figure
+
+    curves = {"dropblock": [_trial(0.1, 0.81, **{"dropblock.block_size": 2}),
+                            _trial(0.2, 0.82, **{"dropblock.block_size": 5}),
+                            _trial(0.3, 0.80, **{"dropblock.block_size": 3})]}
+    fig = strength_figure(_advice_with_curves(curves))
+    try:
+        colorbar = fig.axes[1]
+        assert list(colorbar.get_yticks()) == [2, 3, 4, 5]
+        # block sizes 2 and 5 get the two ends of the scale, not two shades of its first colour
+        points = fig.axes[0].collections[0]
+        colours = points.to_rgba(points.get_array())
+        assert abs(colours[0][:3] - colours[1][:3]).max() > 0.5
+    finally:
+        plt.close(fig)

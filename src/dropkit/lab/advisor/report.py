@@ -42,15 +42,19 @@ def trial_curves(studies: Mapping[str, Any]) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
-def _strength_figure(advice: Advice, path: Path) -> bool:
+def strength_figure(advice: Advice) -> Any:
+    """One panel per searched arm: each trial's validation score against its first parameter, coloured by its
+    second (a discrete scale with integer ticks for an integer parameter such as a block size; no scale, but the
+    value in the panel's title, when every trial had the same); the baseline dashed. None without such an arm."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.colors import BoundaryNorm
 
     arms = [a for a, pts in advice.curves.items() if a != "none" and pts and pts[0]["params"]]
     if not arms:
-        return False
+        return None
     cols = min(3, len(arms))
     rows = math.ceil(len(arms) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
@@ -61,26 +65,49 @@ def _strength_figure(advice: Advice, path: Path) -> bool:
         x_name = names[0]
         xs = [p["params"].get(x_name, math.nan) for p in pts]
         ys = [100 * p["value"] for p in pts]
-        color = [p["params"].get(names[1], 0.0) for p in pts] if len(names) > 1 else None
         done = [p["state"] == "complete" for p in pts]
-        kw = {"cmap": "viridis"} if color is not None else {"color": "C0"}
+        title = arm
+        color, kw, ticks = None, {"color": "C0"}, None
+        if len(names) > 1:
+            values = [p["params"].get(names[1], 0.0) for p in pts]
+            distinct = sorted(set(values))
+            if len(distinct) == 1:
+                title = f"{arm} ({names[1].split('.')[-1]} = {distinct[0]:g} in every trial)"
+            else:
+                color = values
+                kw = {"cmap": "viridis"}
+                if all(float(v).is_integer() for v in distinct) and distinct[-1] - distinct[0] <= 12:
+                    low, high = int(distinct[0]), int(distinct[-1])
+                    # one colour per integer: a colour map of that many entries, bins centred on the integers
+                    kw["cmap"] = plt.get_cmap("viridis", high - low + 1)
+                    kw["norm"] = BoundaryNorm([v - 0.5 for v in range(low, high + 2)], high - low + 1)
+                    ticks = list(range(low, high + 1))
         sc = ax.scatter([x for x, d in zip(xs, done) if d], [y for y, d in zip(ys, done) if d],
                         c=None if color is None else [c for c, d in zip(color, done) if d], **kw,
                         label="all epochs", zorder=3)
         ax.scatter([x for x, d in zip(xs, done) if not d], [y for y, d in zip(ys, done) if not d],
                    facecolors="none", edgecolors="gray", label="stopped early", zorder=2)
         if color is not None and any(done):
-            fig.colorbar(sc, ax=ax, label=names[1])
+            fig.colorbar(sc, ax=ax, label=names[1], ticks=ticks)
         if math.isfinite(base):
             ax.axhline(100 * base, ls="--", color="k", lw=1, label="baseline")
         ax.set_xlabel(x_name)
         ax.set_ylabel(f"validation {advice.metric} %")
-        ax.set_title(arm, fontsize=10)
+        ax.set_title(title, fontsize=10)
     for ax in list(axes.flat)[len(arms):]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=7)
     fig.suptitle("strength–response: validation score of every search trial")
     fig.tight_layout()
+    return fig
+
+
+def _strength_figure(advice: Advice, path: Path) -> bool:
+    import matplotlib.pyplot as plt
+
+    fig = strength_figure(advice)
+    if fig is None:
+        return False
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
