@@ -149,3 +149,11 @@ def test_the_cli_prints_a_dead_worker_as_one_line(monkeypatch, capsys):
     assert cli.main([]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "killed by SIGKILL" in err and "Traceback" not in err
+
+
+def test_progress_lines_name_every_method_of_a_cocktail(npz):
+    # A cocktail's confirmation runs were shown as their first method alone, e.g. "dropout(p=0.46161012794549355)".
+    config = tiny(npz, method="dropout", params={"p": 0.46161012794549355},
+                  also=[{"method": "dropblock", "params": {"p": 0.2918, "block_size": 2}}], seed=3)
+    assert S._describe(config) == "dropout(p=0.462)+dropblock(p=0.292,block_size=2) seed 3"
+    assert S._describe(tiny(npz)) == "none seed 0"

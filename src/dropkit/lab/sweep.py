@@ -179,8 +179,13 @@ def expand_grid(spec: Mapping[str, Any]) -> tuple[list[RunConfig], str | None]:
 
 # ---------------------------------------------------------------------------------------------- execution
 def _describe(config: RunConfig) -> str:
-    params = ",".join(f"{k}={v}" for k, v in config.params.items())
-    return f"{config.method}{'(' + params + ')' if params else ''} seed {config.seed}"
+    """``dropout(p=0.5)+dropblock(p=0.1,block_size=3) seed 2``: every method of a cocktail, floats to 3 digits."""
+    def one(method: str, params: Mapping[str, Any]) -> str:
+        text = ",".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+        return f"{method}({text})" if text else method
+
+    methods = [one(config.method, config.params)] + [one(m["method"], m.get("params", {})) for m in config.also]
+    return f"{'+'.join(methods)} seed {config.seed}"
 
 
 def _error_text(err: BaseException) -> str:
