@@ -19,7 +19,9 @@ def test_rows_carry_floor_ratio_saved_bytes_and_reference_gain():
     block = by_name["dropblock"]
     assert block["floor"] == FLOOR_OF_UNIT["block"] and math.isfinite(block["vs_floor"]) and block["vs_floor"] > 0
     assert 0.2 <= block["saved_per_byte"] <= 0.26  # a bool mask (+ a 0-d scale), never a float one
-    assert by_name["heuristic_dropout"]["floor"] == "floor:channel"
+    # its output is a copy with channels replaced by their Laplacian, not x times a channel mask
+    assert by_name["heuristic_dropout"]["floor"] == "floor:laplacian_fill"
+    assert "with floor:laplacian_fill the least it can cost" in by_name["heuristic_dropout"]["target"]
     for name in REFERENCE_GAINS:
         assert by_name[f"gain:{name}"]["met"] in ("yes", "NO")
     assert "floor:histogram" in by_name["heuristic_dropout"]["target"]  # the measured reason is printed

@@ -14,7 +14,8 @@ more than apply a mask, the floor of that extra work, timed bare: the quantised 
 activation for Heuristic Dropout, the per-sample C×C Gram matrix for CorrDrop's channel score, the smoothed-peak
 search of every map for Channel DropBlock, the DCT and inverse DCT for spectral dropout. Their sum with the
 mask-apply floor is the least such a method can cost; it is printed beside the target as the measured reason a
-target is out of reach.
+target is out of reach. Heuristic Dropout does not multiply by a mask: it outputs a copy with the selected channels
+replaced by their Laplacian, so its apply floor is that fill with fixed channels (``floor:laplacian_fill``).
 
 Each method's gain over its reference (the textbook DropBlock, the official Heuristic Dropout scoring) is a row
 of its own that is marked missed when it falls below the gain it must keep. The column "saved B/B" is the memory
@@ -65,6 +66,8 @@ REFERENCE_GAINS: dict[str, tuple[str, float]] = {
 # Mask-apply floor per granularity (the card's taxonomy unit).
 FLOOR_OF_UNIT = {"element": "floor:element", "block": "floor:element", "region": "floor:spatial",
                  "channel": "floor:channel", "path": "floor:sample", "sample": "floor:sample"}
+# Methods whose output is not ``x`` times a mask: the floor of producing their kind of output instead.
+APPLY_FLOORS: dict[str, str] = {"heuristic_dropout": "floor:laplacian_fill"}
 # What a method must do besides applying a mask, timed bare: the measured reason it cannot reach the floor.
 WORK_FLOORS: dict[str, tuple[str, ...]] = {
     "heuristic_dropout": ("floor:levels", "floor:histogram"),
@@ -185,6 +188,43 @@ class DctPair(nn.Module):
         return hypercolumn_dct_roundtrip(x)
 
 
+class _FillSelected(torch.autograd.Function):
+    """Heuristic Dropout's fill with the channels fixed: linear and self-adjoint, so backward is the same map."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, rows: torch.Tensor, top: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
+        from dropkit.methods.heuristic_dropout import _replace_with_laplacian
+
+        ctx.save_for_backward(rows, top)
+        return _replace_with_laplacian(x, rows, top)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # noqa: ANN001, ANN205
+        from dropkit.methods.heuristic_dropout import _replace_with_laplacian
+
+        rows, top = ctx.saved_tensors
+        return _replace_with_laplacian(grad, rows, top), None, None
+
+
+class LaplacianFill(nn.Module):
+    """Heuristic Dropout's output without its scoring: a copy of the activation with round(p·C) fixed channels of
+    every sample replaced by their 3×3 Laplacian response (gathered, one depthwise convolution, written back),
+    forward and backward. The method's output is such a copy, not ``x`` times a mask, so this — not a channel
+    mask's ``x * m`` — is the floor of applying what it selected."""
+
+    def __init__(self, shape: tuple[int, ...], p: float = 0.1) -> None:
+        super().__init__()
+        n, c = shape[0], shape[1]
+        n_drop = max(1, round(p * c))
+        gen = torch.Generator().manual_seed(0)
+        top = torch.stack([torch.randperm(c, generator=gen)[:n_drop] for _ in range(n)])
+        self.register_buffer("top", top)
+        self.register_buffer("rows", torch.arange(n).view(-1, 1).expand_as(top).contiguous())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _FillSelected.apply(x, self.rows, self.top)
+
+
 class OfficialHeuristicScoring(nn.Module):
     """Heuristic Dropout as the official code (sdc17/HeuristicDropout) computes it: quantise tanh(x) to 11 levels,
     count each level with a full-size comparison, entropy + k/variance, then (as dropkit) the top p·C channels
@@ -224,6 +264,8 @@ def _work_floor_reason(
 def _floor_for(name: str) -> str:
     import dropkit
 
+    if name in APPLY_FLOORS:
+        return APPLY_FLOORS[name]
     return FLOOR_OF_UNIT.get(dropkit.get_card(name).taxonomy.get("unit", "element"), "floor:element")
 
 
@@ -288,6 +330,7 @@ def run_benchmark(
                 "floor:gram": ChannelGram(),
                 "floor:peak_search": PeakSearch(),
                 "floor:dct_pair": DctPair(),
+                "floor:laplacian_fill": LaplacianFill(tuple(shape), dropkit.get_card("heuristic_dropout").defaults["p"]),
             }
             modules: dict[str, nn.Module] = dict(yardsticks)
             failed: dict[str, str] = {}
