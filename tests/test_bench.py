@@ -77,3 +77,22 @@ def test_a_filter_that_matches_no_method_is_refused_before_any_timing(capsys):
     with pytest.raises(ValueError, match=r"--methods.*'\^dropblock\$'.*shell-style.*dropblock"):
         main(parser.parse_args(["--methods", "^dropblock$", "--no-memory"]))
     assert "median ms" not in capsys.readouterr().out
+
+
+def test_bad_threads_and_an_unwritable_csv_are_refused_before_any_timing(tmp_path, capsys):
+    # --threads 0 used to end in "RuntimeError: set_num_threads expects a positive integer" from torch, and a
+    # --csv under a file in a FileExistsError traceback after the whole benchmark had run.
+    import argparse
+
+    import pytest
+
+    from dropkit.bench import add_arguments, main
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    with pytest.raises(ValueError, match=r"--threads must be an integer ≥ 1, got 0"):
+        main(parser.parse_args(["--threads", "0", "--no-memory"]))
+    (tmp_path / "f").write_text("")
+    with pytest.raises(ValueError, match=r"--csv '.*f/x.csv'.*is a file, not a folder"):
+        main(parser.parse_args(["--csv", str(tmp_path / "f" / "x.csv"), "--methods", "dropout", "--no-memory"]))
+    assert "median ms" not in capsys.readouterr().out

@@ -482,6 +482,11 @@ def main(args: argparse.Namespace, build_resnet: Callable[[], nn.Module] | None 
             raise ValueError(f"--device must be 'cpu' or 'cuda', got {d!r}")
         if d == "cuda" and not torch.cuda.is_available():
             raise ValueError("--device cuda: no CUDA device is available")
+    if args.threads is not None and (isinstance(args.threads, bool) or args.threads < 1):
+        raise ValueError(f"--threads must be an integer ≥ 1, got {args.threads}")
+    from dropkit.validation import check_writable_folder
+
+    check_writable_folder(Path(args.csv).parent, "--csv", file=args.csv)
     if args.methods is not None and not _activation_methods(args.methods):
         import dropkit
 

@@ -25,6 +25,7 @@ __all__ = [
     "check_float_tensor",
     "check_ndim",
     "check_generator",
+    "check_writable_folder",
 ]
 
 
@@ -140,3 +141,23 @@ def check_generator(generator: Any, x: torch.Tensor, method: str) -> torch.Gener
             f"create it with torch.Generator(device='{x.device.type}')"
         )
     return generator
+
+
+def check_writable_folder(path: Any, name: str, *, file: Any = None) -> None:
+    """Refuse, before any work, a folder that cannot be created or written in: a file in its way, or no permission.
+
+    ``name`` is what the message calls it (``"--out"``, ``"db"``, ...); ``file``, when the folder is a file's
+    (a database, a CSV), is the path the message shows. Nothing is created here.
+    """
+    import os
+    from pathlib import Path
+
+    shown = str(path if file is None else file)
+    target = Path(path)
+    for existing in (target, *target.parents):
+        if existing.exists():
+            if not existing.is_dir():
+                raise ValueError(f"{name} {shown!r}: {str(existing)!r} is a file, not a folder; give a path in a folder")
+            if not os.access(existing, os.W_OK | os.X_OK):
+                raise ValueError(f"{name} {shown!r}: cannot write in {str(existing)!r}")
+            return

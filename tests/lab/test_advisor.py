@@ -269,3 +269,21 @@ def test_the_confirmation_on_ray_gives_the_local_answer(npz, tmp_path):
         assert a.arm.name == b.arm.name and a.params == b.params
         assert a.test_mean == pytest.approx(b.test_mean, abs=1e-12)
     assert on_ray.baseline["test_mean"] == pytest.approx(local.baseline["test_mean"], abs=1e-12)
+
+
+@pytest.mark.parametrize("where", ["db", "out"])
+def test_an_output_path_under_a_file_is_refused_before_any_training(npz, tmp_path, monkeypatch, where):
+    # --out under a file used to be found only when the report was written, after the whole search and
+    # confirmation; --db under a file after the calibration, with a FileExistsError traceback.
+    import importlib
+
+    advise_module = importlib.import_module("dropkit.lab.advisor.advise")  # the package exports the function
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    paths = {"db": tmp_path / "runs.db", "out": tmp_path / "out"}
+    paths[where] = blocker / ("runs.db" if where == "db" else "report")
+    monkeypatch.setattr(advise_module, "_time_epoch_and_evaluation",
+                        lambda *a: pytest.fail("training started before the paths were checked"))
+    with pytest.raises(ValueError, match=rf"{where} '.*{paths[where].name}'.*is a file, not a folder"):
+        advise("mlp", npz, echo=None, **paths)

@@ -138,6 +138,7 @@ def _advise(model, data, *, budget, methods, at, workers, db, out, storage, top_
     import torch
 
     from dropkit.lab.train import RunConfig, get_dataset, primary_metric
+    from dropkit.validation import check_writable_folder
 
     started = time.time()
     say = echo or (lambda *a, **k: None)
@@ -159,6 +160,10 @@ def _advise(model, data, *, budget, methods, at, workers, db, out, storage, top_
     db = Path(db)
     if db.exists() and db.is_dir():
         raise ValueError(f"db {str(db)!r} is a folder; give a file path such as lab-results/advise.db")
+    # a folder that cannot be made would otherwise surface after the search (db) or the whole call (out)
+    check_writable_folder(db.parent, "db", file=db)
+    if out is not None:
+        check_writable_folder(out, "out")
     training = dict(training or {})
     clash = sorted(set(training) & {"method", "params", "placement", "seed", "data", "model", "also"})
     if clash:

@@ -100,7 +100,7 @@ def run_advise(args: argparse.Namespace, *, default_name: str = "advise") -> int
                training=training, backend=getattr(args, "backend", "local"),
                ray_address=getattr(args, "address", None), progress=not args.quiet)
     except (ValueError, TypeError, FileNotFoundError) as err:
-        print(f"dropkit advise: {err}", file=sys.stderr)
+        print(f"dropkit {getattr(args, 'command', None) or 'advise'}: error: {err}", file=sys.stderr)
         return 2
     return 0
 

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from dropkit.validation import check_writable_folder
 from dropkit.lab.config import DEFAULT_PROBE, LR_SCHEDULES, MODEL_NAMES, OPTIMIZERS, PLACEMENT_GROUPS, VARIANTS
 
 __all__ = ["parse_params", "csv_methods", "parse_placement", "add_training_args", "set_threads", "overrides",
@@ -107,14 +108,7 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def check_folder(path: str | os.PathLike, flag: str) -> None:
     """Refuse, before any run, an output folder that cannot be created (a file in its way, or no permission)."""
-    target = Path(path)
-    for existing in (target, *target.parents):
-        if existing.exists():
-            if not existing.is_dir():
-                raise ValueError(f"{flag} {str(path)!r}: {str(existing)!r} is a file, not a folder; give a folder path")
-            if not os.access(existing, os.W_OK | os.X_OK):
-                raise ValueError(f"{flag} {str(path)!r}: cannot write in {str(existing)!r}")
-            return
+    check_writable_folder(path, flag)
 
 
 def check_runs(configs: list[Any]) -> None:
