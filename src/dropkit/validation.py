@@ -26,6 +26,7 @@ __all__ = [
     "check_ndim",
     "check_generator",
     "check_writable_folder",
+    "check_output_file",
 ]
 
 
@@ -161,3 +162,13 @@ def check_writable_folder(path: Any, name: str, *, file: Any = None) -> None:
             if not os.access(existing, os.W_OK | os.X_OK):
                 raise ValueError(f"{name} {shown!r}: cannot write in {str(existing)!r}")
             return
+
+
+def check_output_file(path: Any, name: str) -> None:
+    """Refuse, before any work, a file that could not be written: a folder of that name, or a folder that cannot
+    be created or written in."""
+    from pathlib import Path
+
+    if Path(path).is_dir():
+        raise ValueError(f"{name} {str(path)!r} is a folder; give a file path")
+    check_writable_folder(Path(path).parent, name, file=path)

@@ -44,6 +44,7 @@ def _cmd_probe_width(args: argparse.Namespace) -> int:
     from dropkit.lab.store import Store
     from dropkit.lab.train import RunConfig
 
+    check_folder(args.out, "--out")  # written after the training: refused now
     # One hidden layer of 512: the cut's H/c scale compounds across stacked Structural-Dropout layers.
     values = {"placement": "fc", "model_params": {"hidden": [args.hidden]}, **overrides(args)}
     values.update({"method": "structural_dropout", "seed": args.seed, "params": {"lower_bound": args.lower_bound}})

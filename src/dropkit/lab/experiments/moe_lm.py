@@ -35,6 +35,7 @@ from torch import nn
 
 from dropkit.methods.gating_dropout import GatingDropoutMoE, moe_aux_loss, moe_comm_stats, reset_moe_comm_stats
 from dropkit.moe import broadcast_shared_parameters, group_device, sync_gradients
+from dropkit.validation import check_output_file
 
 __all__ = ["LMConfig", "TinyMoELM", "load_corpus", "encode_corpus", "train_models", "run_comparison", "add_arguments",
            "launch_backend", "main"]
@@ -321,6 +322,9 @@ def config_from_args(args: argparse.Namespace) -> LMConfig:
 def run_from_args(args: argparse.Namespace) -> int:
     """Entry point of ``dropkit experts moe-lm``; joins the torchrun group when WORLD_SIZE > 1."""
     cfg = config_from_args(args)
+    for flag in ("json", "db"):  # files written at the end: refused now, not after the training
+        if getattr(args, flag):
+            check_output_file(getattr(args, flag), f"moe-lm: --{flag}")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     group = None
     if world > 1:

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from dropkit.methods.hme_dropout import HMEDropout
+from dropkit.validation import check_output_file
 
 __all__ = ["target_function", "make_regression", "fit_tree", "regression_sweep", "features_sweep",
            "summarize", "format_table", "add_arguments", "main"]
@@ -193,6 +194,9 @@ def run_from_args(args: argparse.Namespace) -> int:
         raise ValueError(f"soft-tree: every --p must be in [0, 1], got {args.p}")
     if args.steps <= 0:
         raise ValueError(f"soft-tree: --steps must be > 0, got {args.steps}")
+    for flag in ("plot", "json", "db"):  # files written at the end: refused now, not after the training
+        if getattr(args, flag):
+            check_output_file(getattr(args, flag), f"soft-tree: --{flag}")
     torch.set_num_threads(1)
     if args.task == "regression":
         lr = 0.03 if args.lr is None else args.lr
