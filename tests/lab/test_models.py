@@ -70,3 +70,17 @@ def test_the_config_lists_exactly_the_models_built_here():
 
     assert tuple(M.MODELS) == MODEL_NAMES
     assert set(VARIANTS) <= set(M.MODELS)
+
+
+@pytest.mark.parametrize("name, params, message", [
+    ("cnn", {"width": 0}, "width must be an integer ≥ 1, got 0"),        # built an empty network, silently
+    ("cnn", {"width": -2}, "width must be an integer ≥ 1, got -2"),      # failed inside torch
+    ("cnn", {"width": "abc"}, "width must be an integer ≥ 1, got 'abc'"),
+    ("cnn", {"width": 2.5}, "width must be an integer ≥ 1, got 2.5"),
+    ("resnet", {"blocks": 0}, "blocks must be an integer ≥ 1"),
+    ("mlp", {"hidden": [0]}, "hidden must be a list of integers ≥ 1"),   # built a zero-width layer, silently
+    ("cnn", {"depth": 3}, "unknown parameter 'depth'; its parameters: width, variant"),
+])
+def test_bad_model_parameters_are_refused_by_name(name, params, message):
+    with pytest.raises(ValueError, match=f"model {name}: {message}"):
+        M.build_model(name, 1, 10, (32, 32), **params)

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -321,10 +322,41 @@ def build_model(name: str, in_channels: int, num_classes: int, spatial_size: Seq
         raise ValueError(f"model {name}: images must be at least 8×8, got {spatial_size}")
     if kind == "signal" and spatial_size[0] < 8:
         raise ValueError(f"model {name}: signals must be at least 8 long, got {spatial_size[0]}")
+    _check_model_params(name, kwargs)
     try:
         return MODELS[name](in_channels, num_classes, spatial_size, **kwargs)
     except TypeError as err:
         raise ValueError(f"model {name}: bad model parameters {kwargs}: {err}") from None
+
+
+_SHAPE_ARGUMENTS = ("in_channels", "num_classes", "image_size", "spatial_size")
+
+
+def _check_model_params(name: str, kwargs: Mapping[str, Any]) -> None:
+    """A built-in model's parameters, against its signature: known names, sizes that are integers ≥ 1 (a width of
+    0 built an empty network, a negative one failed inside torch), layer lists of such integers."""
+    import inspect
+
+    parameters = inspect.signature(MODELS[name]).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return
+    own = {k: p.default for k, p in parameters.items() if k not in _SHAPE_ARGUMENTS}
+
+    def size(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+    for key, value in kwargs.items():
+        if key not in own:
+            raise ValueError(f"model {name}: unknown parameter {key!r}; its parameters: {', '.join(own)}")
+        default = own[key]
+        if key == "variant" or (value is None and default is None):
+            continue
+        if (isinstance(default, int) and not isinstance(default, bool)) or default is None:
+            if not size(value):
+                raise ValueError(f"model {name}: {key} must be an integer ≥ 1, got {value!r}")
+        elif isinstance(default, tuple):
+            if not isinstance(value, (list, tuple)) or not all(size(v) for v in value):
+                raise ValueError(f"model {name}: {key} must be a list of integers ≥ 1, got {value!r}")
 
 
 def feature_shapes(model: nn.Module, names: Sequence[str], sample: torch.Tensor) -> dict[str, tuple[int, ...]]:
