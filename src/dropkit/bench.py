@@ -193,17 +193,17 @@ class _FillSelected(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, rows: torch.Tensor, top: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
-        from dropkit.methods.heuristic_dropout import _replace_with_laplacian
+        from dropkit.methods.heuristic_dropout import replace_with_laplacian
 
         ctx.save_for_backward(rows, top)
-        return _replace_with_laplacian(x, rows, top)
+        return replace_with_laplacian(x, rows, top)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # noqa: ANN001, ANN205
-        from dropkit.methods.heuristic_dropout import _replace_with_laplacian
+        from dropkit.methods.heuristic_dropout import replace_with_laplacian
 
         rows, top = ctx.saved_tensors
-        return _replace_with_laplacian(grad, rows, top), None, None
+        return replace_with_laplacian(grad, rows, top), None, None
 
 
 class LaplacianFill(nn.Module):

@@ -370,8 +370,12 @@ class WorkerDied(RuntimeError):
 
 
 def _worker_died(pool: Any, in_flight: Sequence[RunConfig], counts: Mapping[str, int]) -> WorkerDied:
-    codes = sorted({p.exitcode for p in (getattr(pool, "_processes", None) or {}).values()
-                    if p.exitcode not in (None, 0)})
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    for process in processes:  # the pool may report the break before the dead process's exit code is read
+        process.join(timeout=2)
+    codes = sorted({p.exitcode for p in processes if p.exitcode not in (None, 0)})
+    if len(codes) > 1:  # the pool ends the surviving workers with SIGTERM: name what killed the first one
+        codes = [c for c in codes if c != -signal.SIGTERM]
     how = ", ".join(f"killed by {signal.Signals(-c).name}" if c < 0 else f"exit code {c}" for c in codes)
     oom = (" — SIGKILL is what the out-of-memory killer sends: fewer --workers, a smaller batch or model"
            if -signal.SIGKILL in codes else "")

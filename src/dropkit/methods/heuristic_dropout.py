@@ -47,7 +47,7 @@ from dropkit.validation import (
     check_real,
 )
 
-__all__ = ["heuristic_dropout", "HeuristicDropout", "heuristic_scores", "LAPLACE_KERNEL"]
+__all__ = ["heuristic_dropout", "HeuristicDropout", "heuristic_scores", "replace_with_laplacian", "LAPLACE_KERNEL"]
 
 _NAME = "heuristic_dropout"
 _FILLS = ("laplacian", "zero")
@@ -123,7 +123,7 @@ def heuristic_scores(x: torch.Tensor, k: float = 2.0, bins: int = 10) -> torch.T
     return _scores_and_buffer(x, k, bins)[0]
 
 
-def _replace_with_laplacian(
+def replace_with_laplacian(
     x: torch.Tensor, rows: torch.Tensor, top: torch.Tensor, out: torch.Tensor | None = None
 ) -> torch.Tensor:
     """A copy of ``x`` (written into ``out`` when given) with channels ``x[rows, top]`` replaced by their 3×3
@@ -169,12 +169,12 @@ class _HeuristicLaplacian(torch.autograd.Function):
         rows = torch.arange(x.shape[0], device=x.device).view(-1, 1).expand_as(top)
         ctx.save_for_backward(rows, top)
         reuse = x.dtype == torch.float32 and x.is_contiguous()
-        return _replace_with_laplacian(x, rows, top, buffer if reuse else None)
+        return replace_with_laplacian(x, rows, top, buffer if reuse else None)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         rows, top = ctx.saved_tensors
-        return _replace_with_laplacian(grad, rows, top), None, None, None
+        return replace_with_laplacian(grad, rows, top), None, None, None
 
 
 def heuristic_dropout(
