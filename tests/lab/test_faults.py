@@ -129,8 +129,9 @@ def test_two_sweeps_on_one_store_at_once_share_the_work(npz, tmp_path):
 
 
 def start_long_sweep(tmp_path: Path, npz: str, *, session: bool = False) -> tuple[subprocess.Popen, Path]:
-    """A two-worker sweep, returned once both workers hold a run."""
-    sweep = write_sweep(tmp_path / "long.toml", npz, ["none", "dropout"], seeds=2, epochs=200)
+    """A two-worker sweep, returned once both workers hold a run. Its runs take minutes (every caller kills it):
+    with 200 epochs a quiet machine finished the whole sweep before a test's Ctrl-C arrived."""
+    sweep = write_sweep(tmp_path / "long.toml", npz, ["none", "dropout"], seeds=2, epochs=20000)
     db = tmp_path / "long.db"
     proc = start_sweep(sweep, db, workers=2, session=session)
     wait_for(lambda: sum(s == "running" for _, s, _, _ in rows(db)) == 2 and len(children(proc.pid)) >= 3, 120,

@@ -343,12 +343,17 @@ def _init_worker(parent: int) -> None:
 
 def _stop_workers(pool: Any) -> None:
     """Stop a process pool now: its runs are unfinished in the store and will be redone on resume."""
-    pool.shutdown(wait=False, cancel_futures=True)
-    for process in list((getattr(pool, "_processes", None) or {}).values()):
+    # Taken before shutdown(), which drops the pool's list of processes: killing "the pool's processes" after it
+    # killed none, and the interpreter's exit then waited for the running workers to finish their runs.
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    for process in processes:
         if process.is_alive():
             process.kill()
-    for process in list((getattr(pool, "_processes", None) or {}).values()):
+    for process in processes:
         process.join(timeout=5)
+    # With its workers gone the pool's manager thread finds it broken and closes its queues; waiting for that
+    # releases their semaphores (else the resource tracker warns of "leaked semaphore objects" at exit).
+    pool.shutdown(wait=True, cancel_futures=True)
 
 
 @contextlib.contextmanager
