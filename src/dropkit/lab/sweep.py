@@ -346,14 +346,18 @@ def _stop_workers(pool: Any) -> None:
     # Taken before shutdown(), which drops the pool's list of processes: killing "the pool's processes" after it
     # killed none, and the interpreter's exit then waited for the running workers to finish their runs.
     processes = list((getattr(pool, "_processes", None) or {}).values())
+    manager = getattr(pool, "_executor_manager_thread", None)
     for process in processes:
         if process.is_alive():
             process.kill()
     for process in processes:
         process.join(timeout=5)
-    # With its workers gone the pool's manager thread finds it broken and closes its queues; waiting for that
-    # releases their semaphores (else the resource tracker warns of "leaked semaphore objects" at exit).
-    pool.shutdown(wait=True, cancel_futures=True)
+    pool.shutdown(wait=False, cancel_futures=True)
+    # With its workers gone the pool's manager thread finds it broken and closes its queues, which releases their
+    # semaphores (else the resource tracker warns of "leaked semaphore objects" at exit). A bounded wait: an
+    # unbounded shutdown(wait=True) here once hung a Ctrl-C'd sweep for over a minute.
+    if manager is not None:
+        manager.join(timeout=10)
 
 
 @contextlib.contextmanager
