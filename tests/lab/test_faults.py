@@ -38,9 +38,12 @@ def start_sweep(sweep: Path, db: Path, *, workers: int = 1, session: bool = Fals
     # one torch thread in every process: the thread count changes the order of float reductions, so runs are
     # bit-identical across processes only at equal thread counts (worker processes use one thread each)
     env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
+    # SIGINT as a terminal's foreground job has it: a test run started in the background (`cmd &` in a script)
+    # passes SIGINT on ignored, and a Python started so never turns Ctrl-C into KeyboardInterrupt
     return subprocess.Popen([sys.executable, "-m", "dropkit.cli", "sweep", str(sweep), "--db", str(db), "-q",
                              "--workers", str(workers)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=session)
+                            text=True, start_new_session=session,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def rows(db: Path) -> list[tuple]:
