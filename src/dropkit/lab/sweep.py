@@ -354,8 +354,8 @@ def _stop_workers(pool: Any) -> None:
         process.join(timeout=5)
     pool.shutdown(wait=False, cancel_futures=True)
     # With its workers gone the pool's manager thread finds it broken and closes its queues, which releases their
-    # semaphores (else the resource tracker warns of "leaked semaphore objects" at exit). A bounded wait: an
-    # unbounded shutdown(wait=True) here once hung a Ctrl-C'd sweep for over a minute.
+    # semaphores (else the resource tracker warns of "leaked semaphore objects" at exit). The wait is bounded so
+    # that a stuck manager thread can never keep an interrupted sweep from ending.
     if manager is not None:
         manager.join(timeout=10)
 
