@@ -446,7 +446,7 @@ def sample_block_keep_bool(
     ``like`` supplies the spatial size (its trailing len(block) dims) and the device. A bool mask, because it is
     what autograd keeps for backward: one byte per element instead of four.
 
-    Two samplers with the same distribution:
+    Three samplers with the same distribution:
 
     * ``"dense"``: one Bernoulli draw per valid position, then a separable box dilation (``expand_blocks``).
     * ``"sparse"``: skip sampling. The gaps between successes of a Bernoulli(γ) sequence over the V valid
@@ -461,7 +461,7 @@ def sample_block_keep_bool(
     * ``"auto"``: on the CPU, table where it fits, else sparse when at most 32 candidate seeds per map suffice,
       else dense; on other devices dense (kernel launches, not memory traffic, bound these small maps there).
 
-    Both are one U[0, 1) draw (:func:`block_mask_plan`) followed by a deterministic function of it
+    Each is one U[0, 1) draw (:func:`block_mask_plan`) followed by a deterministic function of it
     (:func:`block_keep_bool_from_noise`).
     """
     plan = block_mask_plan(like, lead_shape, block, gamma, algorithm)

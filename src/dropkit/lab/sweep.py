@@ -343,9 +343,9 @@ def _init_worker(parent: int) -> None:
 
 def _stop_workers(pool: Any) -> None:
     """Stop a process pool now: its runs are unfinished in the store and will be redone on resume."""
-    # Taken before shutdown(), which drops the pool's list of processes: killing "the pool's processes" after it
-    # killed none, and the interpreter's exit then waited for the running workers to finish their runs.
-    processes = list((getattr(pool, "_processes", None) or {}).values())
+    # Taken before shutdown(): killing "the pool's processes" after it killed none, and the interpreter's exit
+    # then waited for the running workers to finish their runs.
+    processes = _pool_processes(pool)
     manager = getattr(pool, "_executor_manager_thread", None)
     for process in processes:
         if process.is_alive():
@@ -378,14 +378,24 @@ class WorkerDied(RuntimeError):
     """A sweep worker process ended without a result (killed from outside, e.g. by the out-of-memory killer)."""
 
 
+def describe_exit_codes(codes: Sequence[int]) -> str:
+    """``killed by SIGKILL, exit code 1`` for the exit codes of dead worker processes (negative: a signal)."""
+    return ", ".join(f"killed by {signal.Signals(-c).name}" if c < 0 else f"exit code {c}" for c in codes)
+
+
+def _pool_processes(pool: Any) -> list[Any]:
+    """A process pool's worker processes (read before ``shutdown()``, which drops the pool's list of them)."""
+    return list((getattr(pool, "_processes", None) or {}).values())
+
+
 def _worker_died(pool: Any, in_flight: Sequence[RunConfig], counts: Mapping[str, int]) -> WorkerDied:
-    processes = list((getattr(pool, "_processes", None) or {}).values())
+    processes = _pool_processes(pool)
     for process in processes:  # the pool may report the break before the dead process's exit code is read
         process.join(timeout=2)
     codes = sorted({p.exitcode for p in processes if p.exitcode not in (None, 0)})
     if len(codes) > 1:  # the pool ends the surviving workers with SIGTERM: name what killed the first one
         codes = [c for c in codes if c != -signal.SIGTERM]
-    how = ", ".join(f"killed by {signal.Signals(-c).name}" if c < 0 else f"exit code {c}" for c in codes)
+    how = describe_exit_codes(codes)
     oom = (" — SIGKILL is what the out-of-memory killer sends: fewer --workers, a smaller batch or model"
            if -signal.SIGKILL in codes else "")
     runs = "; ".join(_describe(c) for c in in_flight)

@@ -27,7 +27,6 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import re
-import signal
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -293,11 +292,10 @@ def run_search(base: Any, arms: Sequence[Arm], settings: SearchSettings, *, prog
                 p.join()
         failed = [p.exitcode for p in procs if p.exitcode not in (0, None)]
         if failed:
-            from dropkit.lab.sweep import WorkerDied
+            from dropkit.lab.sweep import WorkerDied, describe_exit_codes
 
-            how = ", ".join(f"killed by {signal.Signals(-c).name}" if c < 0 else f"exit code {c}" for c in failed)
-            raise WorkerDied(f"search worker processes died ({how}); the studies keep every finished trial: run the "
-                             "same command again to resume")
+            raise WorkerDied(f"search worker processes died ({describe_exit_codes(failed)}); the studies keep every "
+                             "finished trial: run the same command again to resume")
     return studies
 
 
